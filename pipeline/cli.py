@@ -1,0 +1,251 @@
+"""The `pipeline` command: `run JOB.toml` and one sub-command per stage, options from the models.
+
+Every stage's command-line options are generated from its options model, so the job file
+keys, the `--help` text and the defaults can never disagree: `min_words` in `[clean]` is
+`--min-words` on `pipeline clean`, with the same default and the same validation.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import click
+from pydantic import BaseModel
+
+from pipeline.stages import ORDER, STAGES
+
+ENGINE_HELP = "Engine: --workers N (0 = in-process), --memory-limit 4GiB, --scheduler tcp://HOST:PORT."
+
+
+# -- options model → click options -----------------------------------------------------------
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _click_type(annotation: Any) -> Any:
+    if get_origin(annotation) is Literal:
+        return click.Choice([str(a) for a in get_args(annotation)])
+    if annotation in (int, float, str):
+        return annotation
+    if annotation is Path:
+        return click.Path(path_type=Path)
+    return None
+
+
+def _option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def model_options(model: type[BaseModel], skip: set[str] = frozenset()):
+    """A decorator adding one click option per scalar/list field of a pydantic model."""
+
+    def decorate(command):
+        for name, field in reversed(list(model.model_fields.items())):
+            if name in skip:
+                continue
+            annotation, _optional = _unwrap_optional(field.annotation)
+            doc = (field.description or "").replace("\n", " ")
+            default = field.default if not callable(field.default_factory) else field.default_factory()
+            shown = f"[default: {default!r}]" if default not in (None, [], ()) else ""
+            if annotation is bool:
+                flag = name.replace("_", "-")
+                command = click.option(f"--{flag}/--no-{flag}", name, default=None,
+                                       help=f"{doc} [default: {'on' if default else 'off'}]")(command)
+                continue
+            if get_origin(annotation) in (list, tuple):
+                inner = _click_type(get_args(annotation)[0])
+                if inner is None:
+                    continue
+                command = click.option(_option_name(name), name, type=inner, multiple=True,
+                                       default=None, help=f"{doc} (repeatable) {shown}")(command)
+                continue
+            kind = _click_type(annotation)
+            if kind is None:
+                continue  # nested models and dicts are set in the job file only
+            command = click.option(_option_name(name), name, type=kind, default=None,
+                                   help=f"{doc} {shown}")(command)
+        return command
+
+    return decorate
+
+
+def options_from_cli(model: type[BaseModel], values: dict[str, Any], source: str) -> BaseModel:
+    """Build the model from the options the user actually gave (None/empty = the default)."""
+    from pipeline.config import validate_options
+
+    given = {}
+    for key, value in values.items():
+        if key not in model.model_fields or value is None or value == ():
+            continue
+        given[key] = list(value) if isinstance(value, tuple) else value
+    return validate_options(model, given, source)
+
+
+def engine_options(command):
+    command = click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://HOST:PORT) instead of a local cluster.")(command)
+    command = click.option("--memory-limit", default=None, help="Memory limit per local worker, e.g. 4GiB [default: auto].")(command)
+    command = click.option("--workers", type=int, default=None, help="Local Dask worker processes (default: one per core; 0 = in-process, no Dask).")(command)
+    command = click.option("--fresh", is_flag=True, help="Ignore finished shards of an earlier run and start over.")(command)
+    return command
+
+
+def make_engine(workers, memory_limit, scheduler, defaults=None):
+    from pipeline.engine import Engine
+
+    defaults = defaults or {}
+    return Engine(
+        workers=workers if workers is not None else defaults.get("workers"),
+        memory_limit=memory_limit or defaults.get("memory_limit", "auto"),
+        scheduler=scheduler or defaults.get("scheduler"),
+        retries=defaults.get("retries", 1),
+    )
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Turn the errors users cause (bad config, missing input, failed shard) into clean exits."""
+    from pipeline.config import ConfigError
+    from pipeline.dataset import DatasetError
+    from pipeline.engine import ShardError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, DatasetError, FileNotFoundError) as error:
+        fail(str(error))
+    except ShardError as error:
+        fail(str(error))
+
+
+# -- commands --------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="pipeline")
+def cli():
+    """Turn raw, messy sources into clean, deduplicated, labelled and split datasets.
+
+    \b
+    Stages (each reads datasets and writes one; any can be re-run or resumed):
+      fetch → extract → clean → dedup → features → cluster → label → split → report
+
+    \b
+    Start here:
+      pipeline run jobs/demo.toml            run a whole job (the demo needs no network)
+      pipeline run JOB.toml --out DIR        ... into another output folder
+      pipeline clean --help                  one stage's options, with defaults
+
+    A dataset is a folder of Parquet shards plus _manifest.json; read any of them with
+    polars.scan_parquet("DIR/**/*.parquet", hive_partitioning=True).
+    """
+
+
+@cli.command("run")
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Output folder (overrides job.output).")
+@click.option("--stages", default=None, help="Comma-separated subset of the job's stages to run, e.g. clean,dedup.")
+@engine_options
+def run_command(job_file, out, stages, fresh, workers, memory_limit, scheduler):
+    """Run a job file: its stages in order, each one's counts printed as it finishes.
+
+    Re-running the same job resumes: finished shards are skipped unless options or inputs
+    changed (or --fresh is given).
+    """
+    from pipeline.runner import run_job
+
+    only = [s.strip() for s in stages.split(",")] if stages else None
+    if only:
+        unknown = [s for s in only if s not in STAGES]
+        if unknown:
+            fail(f"--stages: unknown stage(s) {unknown}; allowed: {', '.join(ORDER)}")
+    run_guarded(run_job, job_file, out=out, only=only, fresh=fresh,
+                engine_overrides={"workers": workers, "memory_limit": memory_limit, "scheduler": scheduler})
+
+
+def _stage_command(name: str) -> click.Command:
+    spec = STAGES[name]
+    module = spec.load()
+    model = module.Options
+
+    @click.pass_context
+    def callback(ctx, input, output, fresh, workers, memory_limit, scheduler, **values):
+        from pipeline.runner import run_stage
+
+        options = run_guarded(options_from_cli, model, values, f"pipeline {name}")
+        with make_engine(workers, memory_limit, scheduler) as engine:
+            result = run_guarded(run_stage, name, list(input), output, options, engine, fresh=fresh)
+        click.echo(result.summary_line())
+
+    command = model_options(model)(callback)
+    command = engine_options(command)
+    command = click.option("--output", "output", required=True, type=click.Path(path_type=Path),
+                           help=f"Output dataset folder (in a job: {spec.folder}/).")(command)
+    command = click.option("--input", "input", multiple=True, required=name != "fetch",
+                           type=click.Path(path_type=Path), help="Input dataset folder (repeatable).")(command)
+    doc = (module.__doc__ or spec.summary).strip()
+    return click.command(name, help=doc + "\n\n" + ENGINE_HELP)(command)
+
+
+def _fetch_group() -> click.Group:
+    module = STAGES["fetch"].load()
+    group = click.Group("fetch", help=(module.__doc__ or "").strip())
+    for kind, model in module.SOURCE_KINDS.items():
+
+        def make(kind=kind, model=model):
+            def callback(output, fresh, workers, memory_limit, scheduler, **values):
+                from pipeline.runner import run_stage
+
+                values["kind"] = kind
+                source = run_guarded(options_from_cli, model, values, f"pipeline fetch {kind}")
+                options = module.Options(sources=[source])
+                with make_engine(workers, memory_limit, scheduler) as engine:
+                    result = run_guarded(run_stage, "fetch", [], output, options, engine, fresh=fresh)
+                click.echo(result.summary_line())
+
+            command = model_options(model, skip={"kind"})(callback)
+            command = engine_options(command)
+            command = click.option("--output", "output", required=True, type=click.Path(path_type=Path),
+                                   help="Output dataset folder.")(command)
+            return click.command(kind, help=(model.__doc__ or kind).strip())(command)
+
+        group.add_command(make())
+    return group
+
+
+class LazyStages(click.Group):
+    """Stage sub-commands are built on first use, so `pipeline --help` imports no stage."""
+
+    def list_commands(self, ctx):
+        return ["run", *ORDER]
+
+    def get_command(self, ctx, name):
+        if name in self.commands:
+            return self.commands[name]
+        if name == "fetch":
+            return _fetch_group()
+        if name in STAGES:
+            return _stage_command(name)
+        return None
+
+    def format_commands(self, ctx, formatter):
+        rows = [("run", "run a job file: every stage in order, resumable")]
+        rows += [(name, STAGES[name].summary) for name in ORDER]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+cli.__class__ = LazyStages
+
+
+def main() -> None:
+    cli(prog_name="pipeline")

@@ -1,0 +1,133 @@
+"""Job files (TOML): typed, validated models for the job, the engine and every stage's options.
+
+A bad job file fails before any work starts, with a message that names the file, the key, the
+value found and what is allowed. Stage options models live beside their stage
+(`pipeline/<stage>/__init__.py: Options`); this module assembles them into one job model.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError, create_model
+
+from pipeline.stage import Options
+from pipeline.stages import ORDER, STAGES
+
+StageName = Literal["fetch", "extract", "clean", "dedup", "features", "cluster", "label", "split", "report"]
+
+
+class ConfigError(ValueError):
+    """A job file or option value is invalid; the message names the key and what is allowed."""
+
+
+class JobSection(Options):
+    name: str = "job"
+    """A name for the job, shown in the report."""
+    output: str = "out"
+    """Folder that receives one sub-folder per stage (relative paths are relative to the
+    current directory; `pipeline run --out DIR` overrides it)."""
+    stages: list[StageName] | None = None
+    """Stages to run, in pipeline order. Default: every stage that has a section in the file."""
+    seed: int = 42
+    """Seed for every random step whose stage section does not set its own."""
+    input: str | None = None
+    """Input dataset folder of the first stage, for jobs that do not start with `fetch`."""
+
+
+class EngineOptions(Options):
+    workers: int | None = None
+    """Worker processes of the local Dask cluster (default: one per core; 0 = in-process)."""
+    memory_limit: str = "auto"
+    """Memory limit per worker, e.g. "4GiB" ("auto": the machine's memory shared out)."""
+    scheduler: str | None = None
+    """Address of a running Dask scheduler, e.g. "tcp://10.0.0.5:8786"; then the cluster's own
+    workers do the work and `workers`/`memory_limit` are ignored."""
+    retries: int = 1
+    """Times a failed shard is retried before the stage fails."""
+
+
+class DemoSiteOptions(Options):
+    modules: int = 400
+    """How many standard-library modules the local documentation site renders (pydoc)."""
+    port: int = 0
+    """Port on 127.0.0.1 (0 = any free port). Seeds may say {demo_site} for its base URL."""
+
+
+def _job_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        "job": (JobSection, JobSection()),
+        "engine": (EngineOptions, EngineOptions()),
+        "demo_site": (DemoSiteOptions | None, None),
+    }
+    for name in ORDER:
+        fields[name] = (STAGES[name].load().Options | None, None)
+    return create_model("JobConfig", __base__=Options, **fields)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid job file"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        found = item.get("input")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  key `{key}`: unknown key (value {found!r}); check the spelling against `pipeline STAGE --help`")
+        elif item["type"] == "missing":
+            lines.append(f"  key `{key}`: required but missing")
+        else:
+            lines.append(f"  key `{key}`: {item['msg']} (found {found!r})")
+    return "\n".join(lines)
+
+
+def validate_options(model: type[BaseModel], values: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+class Job:
+    """A validated job file: `.config` is the model, `.stages` the stage names to run in order."""
+
+    def __init__(self, path: str | Path, config: BaseModel):
+        self.path = Path(path)
+        self.config = config
+
+    @classmethod
+    def load(cls, path: str | Path) -> Job:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: job file not found")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        config = validate_options(_job_model(), raw, str(path))
+        job = cls(path, config)
+        first = job.stages[0] if job.stages else None
+        if first is None:
+            raise ConfigError(f"{path}: no stage to run: add a stage section or set `job.stages`")
+        if first != "fetch":
+            if config.job.input is None:
+                raise ConfigError(f"{path}: key `job.input`: required when the first stage is `{first}`, not `fetch`")
+            if not Path(config.job.input).exists():
+                raise ConfigError(f"{path}: key `job.input`: input folder {config.job.input!r} does not exist")
+        return job
+
+    @property
+    def stages(self) -> list[str]:
+        chosen = self.config.job.stages
+        if chosen is None:
+            return [s for s in ORDER if getattr(self.config, s) is not None]
+        # a stage named in job.stages without a section of its own runs with its defaults
+        return [s for s in ORDER if s in chosen]
+
+    def options(self, stage: str) -> Options:
+        value = getattr(self.config, stage)
+        if value is None:
+            value = STAGES[stage].load().Options()
+        if "seed" in type(value).model_fields and "seed" not in value.model_fields_set:
+            value = value.model_copy(update={"seed": self.config.job.seed})
+        return value

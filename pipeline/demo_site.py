@@ -1,0 +1,136 @@
+"""The demo's website: this Python's standard-library documentation, rendered by pydoc and
+served on 127.0.0.1 by aiohttp, so `make run` crawls real human-written text with no network.
+
+Pages are rendered on first request (pydoc imports the module) and cached. `/` lists the
+modules; each page links to the modules it mentions, so the crawler has a real link graph.
+Run it on its own with `python -m pipeline.demo_site` to look at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import pydoc
+import sys
+import threading
+import warnings
+
+from aiohttp import web
+
+# modules with side effects on import (open a browser, print, start Tk) or none on Linux
+SKIP = {
+    "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test", "lib2to3",
+    "msilib", "winreg", "winsound", "nt", "msvcrt", "ensurepip", "pydoc_data", "xxsubtype",
+    "xxlimited", "xxlimited_35", "sre_compile", "sre_constants", "sre_parse",
+}
+
+
+def stdlib_modules(limit: int) -> list[str]:
+    names = []
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in SKIP:
+            continue
+        if importlib.util.find_spec(name) is None:
+            continue
+        names.append(name)
+    return names[:limit]
+
+
+def render_module(name: str) -> str | None:
+    """pydoc's HTML page for a module, or None if it cannot be imported."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            module = pydoc.locate(name, forceload=0)
+        except (pydoc.ErrorDuringImport, ImportError, SystemExit):
+            return None
+        if module is None:
+            return None
+        return pydoc.html.page(pydoc.describe(module), pydoc.html.document(module, name))
+
+
+class DemoSite:
+    """Context manager: serves the site from a background thread; `.url` is its base URL."""
+
+    def __init__(self, modules: int = 400, port: int = 0):
+        self.modules = stdlib_modules(modules)
+        self.allowed_roots = set(self.modules)
+        self.port = port
+        self.python_version = ".".join(map(str, sys.version_info[:3]))
+        self._cache: dict[str, str | None] = {}
+        self._render_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    def _render(self, name: str) -> str | None:
+        with self._render_lock:  # pydoc imports are not thread-safe with each other
+            if name not in self._cache:
+                self._cache[name] = render_module(name)
+            return self._cache[name]
+
+    async def _index(self, request: web.Request) -> web.Response:
+        items = "\n".join(f'<li><a href="{m}.html">{m}</a></li>' for m in self.modules)
+        body = (f"<!DOCTYPE html><html lang=en><head><title>Python {self.python_version} "
+                f"standard library</title></head><body><h1>Python {self.python_version} standard "
+                f"library</h1><p>Documentation of {len(self.modules)} modules, rendered by pydoc."
+                f"</p><ul>{items}</ul></body></html>")
+        return web.Response(text=body, content_type="text/html")
+
+    async def _robots(self, request: web.Request) -> web.Response:
+        return web.Response(text="User-agent: *\nAllow: /\n", content_type="text/plain")
+
+    async def _page(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name.split(".")[0] not in self.allowed_roots:
+            raise web.HTTPNotFound()
+        html = await asyncio.get_running_loop().run_in_executor(None, self._render, name)
+        if html is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=html, content_type="text/html")
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        app = web.Application()
+        app.router.add_get("/", self._index)
+        app.router.add_get("/robots.txt", self._robots)
+        app.router.add_get("/{name}.html", self._page)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    def __enter__(self) -> DemoSite:
+        self._thread = threading.Thread(target=self._serve, name="demo-site", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("demo site did not start within 30 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+if __name__ == "__main__":
+    import time
+
+    with DemoSite() as demo:
+        print(f"serving {len(demo.modules)} modules at {demo.url}/ (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,193 @@
+"""The execution engine: Dask distributed, a LocalCluster by default or an existing scheduler.
+
+`Engine.map` runs a per-shard function over task descriptions with a progress bar and
+retries, and turns a failure into a `ShardError` that names the failing shard and carries the
+original error text. This module knows no stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+
+class ShardError(RuntimeError):
+    """A per-shard task failed; ``label`` names the shard, ``detail`` is the original error."""
+
+    def __init__(self, label: str, detail: str):
+        super().__init__(f"shard {label} failed:\n{detail}")
+        self.label = label
+        self.detail = detail
+
+    def __reduce__(self):
+        return (ShardError, (self.label, self.detail))
+
+
+def _call_labelled(fn: Callable[[Any], Any], item: Any, label: str) -> Any:
+    """Run on a worker: call fn, and re-raise any error as a ShardError naming the shard."""
+    try:
+        return fn(item)
+    except ShardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every error is re-raised with its shard
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        raise ShardError(label, detail.strip()) from None
+
+
+def parse_memory(value: str | int | None) -> int | str | None:
+    """'4GiB', '512MB', 2**30, 'auto' or None → what dask's memory_limit accepts."""
+    if value is None or value == "auto":
+        return "auto"
+    if isinstance(value, int):
+        return value
+    from dask.utils import parse_bytes
+
+    return parse_bytes(value)
+
+
+class Engine:
+    """A Dask client for the length of a job. Use as a context manager.
+
+    workers: worker processes of the LocalCluster (default: one per core); 0 runs every task
+      in this process, in order, with no Dask at all (debugging, tiny inputs).
+    memory_limit: per worker ("4GiB", "auto" = the machine's memory divided among workers).
+    scheduler: "tcp://HOST:PORT" of a running scheduler; then workers/memory_limit are its own.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        memory_limit: str | int | None = "auto",
+        scheduler: str | None = None,
+        threads_per_worker: int = 1,
+        retries: int = 1,
+        progress: bool | None = None,
+    ):
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.memory_limit = parse_memory(memory_limit)
+        self.scheduler = scheduler or None
+        self.threads_per_worker = threads_per_worker
+        self.retries = retries
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.client = None
+        self.cluster = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def local(self) -> bool:
+        return self.scheduler is None and self.workers == 0
+
+    def start(self) -> None:
+        if self.client is not None or self.local:
+            return
+        from distributed import Client, LocalCluster
+
+        for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        if self.scheduler:
+            self.client = Client(self.scheduler, timeout="30s")
+        else:
+            self.cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=self.threads_per_worker,
+                memory_limit=self.memory_limit,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            self.client = Client(self.cluster)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def describe(self) -> str:
+        if self.local:
+            return "in-process (workers=0)"
+        if self.scheduler:
+            return f"Dask scheduler {self.scheduler}"
+        return f"Dask LocalCluster, {self.workers} workers, memory_limit={self.memory_limit}"
+
+    @property
+    def n_workers(self) -> int:
+        if self.client is None:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
+    # -- work ----------------------------------------------------------------------------
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Sequence[T],
+        labels: Sequence[str] | None = None,
+        desc: str = "shards",
+    ) -> list[R]:
+        """fn over items on the workers, results in the order of items.
+
+        Progress is shown per finished item. The first failure (after retries) cancels the
+        rest and raises ShardError naming its shard; work already committed stays on disk.
+        """
+        labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
+        if not items:
+            return []
+        bar = tqdm(total=len(items), desc=desc, unit="shard", disable=not self.progress, leave=False)
+        try:
+            if self.local:
+                results = []
+                for item, label in zip(items, labels, strict=True):
+                    results.append(_call_labelled(fn, item, label))
+                    bar.update()
+                return results
+            self.start()
+            from distributed import as_completed
+
+            futures = [
+                self.client.submit(
+                    _call_labelled, fn, item, label, pure=False, retries=self.retries,
+                    key=f"{desc}-{i}-{os.urandom(4).hex()}",
+                )
+                for i, (item, label) in enumerate(zip(items, labels, strict=True))
+            ]
+            index = {f.key: i for i, f in enumerate(futures)}
+            results: list[Any] = [None] * len(futures)
+            try:
+                for future in as_completed(futures):
+                    if future.status == "error":
+                        exc = future.exception()
+                        if isinstance(exc, ShardError):
+                            raise exc
+                        raise ShardError(labels[index[future.key]], repr(exc))
+                    results[index[future.key]] = future.result()
+                    bar.update()
+            except BaseException:
+                self.client.cancel(futures)
+                raise
+            return results
+        finally:
+            bar.close()
+
+    def run_on_driver(self, fn: Callable[[], R]) -> R:
+        """Small global steps that need no worker (kept explicit so stages say what runs where)."""
+        return fn()

@@ -1,0 +1,140 @@
+"""Runs one stage or a whole job: inputs wired stage to stage, counts printed, lineage kept.
+
+A job's output folder gets one folder per stage (raw/, docs/, clean/, ...) plus the secondary
+datasets stages write beside them (rejected/, duplicates/), and `_job.json`, the list of stage
+results in order. Each stage's main manifest also records its own result under "result".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.config import Job
+from pipeline.dataset import MANIFEST, write_json_atomic
+from pipeline.engine import Engine
+from pipeline.stage import Options, StageResult
+from pipeline.stages import STAGES
+
+
+def run_stage(
+    name: str,
+    inputs: list[str | Path],
+    output: str | Path,
+    options: Options,
+    engine: Engine,
+    fresh: bool = False,
+) -> StageResult:
+    """Run one stage and record its result in its main output's manifest."""
+    module = STAGES[name].load()
+    output = Path(output)
+    for path in inputs:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"pipeline {name}: input folder {path} does not exist")
+    result = module.run([Path(p) for p in inputs], output, options, engine, fresh=fresh)
+    manifest_path = Path(result.outputs.get("main", output)) / MANIFEST
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        manifest["result"] = result.model_dump(mode="json")
+        write_json_atomic(manifest_path, manifest)
+    return result
+
+
+def _substitute(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, replacement in mapping.items():
+            value = value.replace("{" + key + "}", replacement)
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, mapping) for k, v in value.items()}
+    return value
+
+
+def run_job(
+    job_file: str | Path,
+    out: str | Path | None = None,
+    only: list[str] | None = None,
+    fresh: bool = False,
+    engine_overrides: dict[str, Any] | None = None,
+    echo=click.echo,
+) -> list[StageResult]:
+    """Run a job file's stages in order; return their results (also in OUT/_job.json)."""
+    job = Job.load(job_file)
+    config = job.config
+    out_dir = Path(out or config.job.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine_settings = config.engine.model_dump()
+    for key, value in (engine_overrides or {}).items():
+        if value is not None:
+            engine_settings[key] = value
+    stages = [s for s in job.stages if only is None or s in only]
+
+    with contextlib.ExitStack() as stack:
+        mapping: dict[str, str] = {}
+        if config.demo_site is not None and "fetch" in stages:
+            from pipeline.demo_site import DemoSite
+
+            site = stack.enter_context(DemoSite(config.demo_site.modules, config.demo_site.port))
+            mapping["demo_site"] = site.url
+            echo(f"demo site: {site.url} (Python {site.python_version} standard-library docs, rendered by pydoc)")
+        engine = stack.enter_context(Engine(**engine_settings))
+        echo(f"job {config.job.name}: stages {' → '.join(stages)}; engine: {engine.describe()}; output: {out_dir}")
+
+        results: list[StageResult] = []
+        produced: list[Path] = []  # every dataset folder written so far, for the report
+        previous: Path | None = Path(config.job.input) if config.job.input else None
+        # a partial run (--stages) picks up the folders an earlier run left
+        for name in job.stages:
+            folder = out_dir / STAGES[name].folder
+            if name not in stages and (folder / MANIFEST).exists():
+                previous = folder
+                produced.append(folder)
+        for name in stages:
+            options = job.options(name)
+            if mapping:
+                options = type(options).model_validate(_substitute(options.model_dump(), mapping))
+            output = out_dir / STAGES[name].folder
+            if name == "fetch":
+                inputs: list[Path] = []
+            elif name == "report":
+                inputs = _report_inputs(out_dir, job.stages)
+            else:
+                if previous is None:
+                    raise FileNotFoundError(f"stage {name}: no input (run the stages before it, or set job.input)")
+                inputs = [previous]
+            result = run_stage(name, inputs, output, options, engine, fresh=fresh)
+            echo(result.summary_line())
+            results.append(result)
+            if name != "report":
+                previous = Path(result.outputs.get("main", output))
+                produced.extend(Path(p) for p in result.outputs.values())
+
+    write_json_atomic(out_dir / "_job.json", {
+        "job": str(job.path),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": [r.model_dump(mode="json") for r in results],
+    })
+    splits = out_dir / STAGES["split"].folder
+    report = out_dir / STAGES["report"].folder
+    if splits.exists():
+        echo(f"splits: {splits}/{{train,val,test}}/  (manifest: {splits / 'manifest.json'})")
+    if report.exists():
+        echo(f"report: {report / 'index.html'}  (metrics: {report / 'metrics.json'})")
+    return results
+
+
+def _report_inputs(out_dir: Path, stages: list[str]) -> list[Path]:
+    """Every dataset folder of the job (main and secondary), in pipeline order."""
+    folders = []
+    for child in sorted(out_dir.iterdir()):
+        if child.is_dir() and (child / MANIFEST).exists() and child.name != STAGES["report"].folder:
+            folders.append(child)
+    order = {STAGES[s].folder: i for i, s in enumerate(stages)}
+    return sorted(folders, key=lambda p: (order.get(p.name, 99), p.name))
