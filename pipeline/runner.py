@@ -131,10 +131,8 @@ def run_job(
 
 
 def _report_inputs(out_dir: Path, stages: list[str]) -> list[Path]:
-    """Every dataset folder of the job (main and secondary), in pipeline order."""
-    folders = []
-    for child in sorted(out_dir.iterdir()):
-        if child.is_dir() and (child / MANIFEST).exists() and child.name != STAGES["report"].folder:
-            folders.append(child)
+    """Every dataset folder of the job (main and secondary, e.g. rejected/clean), pipeline order."""
+    report = out_dir / STAGES["report"].folder
+    folders = [m.parent for m in out_dir.rglob(MANIFEST) if report not in m.parents]
     order = {STAGES[s].folder: i for i, s in enumerate(stages)}
-    return sorted(folders, key=lambda p: (order.get(p.name, 99), p.name))
+    return sorted(folders, key=lambda p: (order.get(p.relative_to(out_dir).parts[0], 99), str(p)))
