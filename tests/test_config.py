@@ -1,0 +1,69 @@
+"""Job files: validated up front, errors name the file, the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import ConfigError, Job
+
+DEMO = "jobs/demo.toml"
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_jobs_validate():
+    job = Job.load(DEMO)
+    assert job.stages[0] == "fetch" and job.stages[-1] == "report"
+    assert job.options("dedup").seed == job.config.job.seed
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write(tmp_path, '[job]\nname = "x"\ninput = "."\n[clean]\nmin_wrods = 3\n')
+    with pytest.raises(ConfigError) as info:
+        Job.load(path)
+    assert "clean.min_wrods" in str(info.value) and "unknown key" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = write(tmp_path, '[job]\ninput = "."\n[engine]\nworkers = "many"\n[clean]\n')
+    with pytest.raises(ConfigError) as info:
+        Job.load(path)
+    assert "engine.workers" in str(info.value) and "'many'" in str(info.value)
+
+
+def test_bad_choice_lists_the_allowed_values(tmp_path):
+    path = write(tmp_path, '[job]\ninput = "."\nstages = ["clean", "polish"]\n[clean]\n')
+    with pytest.raises(ConfigError) as info:
+        Job.load(path)
+    message = str(info.value)
+    assert "job.stages" in message and "'polish'" in message and "'dedup'" in message
+
+
+def test_missing_input_folder_is_named(tmp_path):
+    path = write(tmp_path, f'[job]\ninput = "{tmp_path}/nowhere"\n[clean]\n')
+    with pytest.raises(ConfigError) as info:
+        Job.load(path)
+    assert "job.input" in str(info.value) and "nowhere" in str(info.value)
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Job.load(write(tmp_path, "[job\n"))
+    with pytest.raises(ConfigError, match="job file not found"):
+        Job.load(tmp_path / "absent.toml")
+
+
+def test_cli_fails_fast_with_exit_2(tmp_path):
+    path = write(tmp_path, '[job]\ninput = "."\n[dedup]\nthreshold = "high"\n')
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "dedup.threshold" in done.stderr and "'high'" in done.stderr
