@@ -1,0 +1,254 @@
+"""Scale: `pipeline run` on 1x, 4x and 16x the same real corpus, local engine and a Dask cluster.
+
+For each size it builds the corpus (benchmarks/make_corpus.py), runs the job in a child process
+and samples the resident memory of the whole process tree (driver, nannies, workers; for the
+external cluster also the scheduler and worker processes) every 100 ms. It prints, per stage
+and in total: seconds, docs/s, MB/s and peak memory, then checks that
+
+- peak memory stays under workers x memory_limit + a fixed driver budget at every size, and
+  does not grow with the corpus (largest peak <= 1.5x the smallest);
+- time grows at most linearly: no more than 1.3x per doubling of the corpus on top of 2x;
+- duplicate counts agree with what was injected: exact removals at scale N = natural exact
+  duplicates of the base (measured at 1x) + injected exact copies.
+
+    python benchmarks/bench_scale.py                       # 1x, 4x, 16x (long: see README)
+    python benchmarks/bench_scale.py --scales 1,2 --man-limit 2000   # a quick look
+
+Exit status 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import psutil
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+JOB = """\
+[job]
+name = "scale x{scale} ({engine})"
+output = "{out}"
+input = "{corpus}"
+seed = 42
+stages = ["clean", "dedup", "features", "cluster", "split", "report"]
+
+[engine]
+workers = {workers}
+memory_limit = "{memory_limit}"
+{scheduler_line}
+
+[clean]
+[dedup]
+[features]
+[cluster]
+[split]
+[report]
+"""
+
+
+class TreeMemory:
+    """Peak summed RSS of a set of root processes and all their descendants, sampled."""
+
+    def __init__(self, pids: list[int], interval: float = 0.1):
+        self.pids = pids
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        for pid in self.pids:
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for proc in procs:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_cluster(workers: int, memory_limit: str) -> tuple[str, list[subprocess.Popen]]:
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(PY).parent / "dask")
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    for _ in range(workers):
+        procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                       "--memory-limit", memory_limit, "--no-dashboard", "--host", "127.0.0.1"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    from distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(workers, timeout=120)
+    return address, procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_job(scale: int, corpus: Path, out: Path, engine: str, workers: int, memory_limit: str) -> dict:
+    extra: list[subprocess.Popen] = []
+    scheduler_line = ""
+    if engine == "cluster":
+        address, extra = start_cluster(workers, memory_limit)
+        scheduler_line = f'scheduler = "{address}"'
+    job = out.parent / f"job-x{scale}-{engine}.toml"
+    job.write_text(JOB.format(scale=scale, engine=engine, out=out, corpus=corpus, workers=workers,
+                              memory_limit=memory_limit, scheduler_line=scheduler_line))
+    started = time.perf_counter()
+    proc = subprocess.Popen([PY, "-m", "pipeline", "run", str(job), "--fresh"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    with TreeMemory([proc.pid, *(p.pid for p in extra)]) as memory:
+        output, _ = proc.communicate()
+    seconds = time.perf_counter() - started
+    stop(extra)
+    if proc.returncode != 0:
+        print(output)
+        raise SystemExit(f"x{scale} {engine}: pipeline run failed")
+    results = json.loads((out / "_job.json").read_text())["results"]
+    return {"seconds": seconds, "peak": memory.peak, "results": results, "log": output}
+
+
+def corpus_stats(corpus: Path) -> tuple[int, int]:
+    manifest = json.loads((corpus / "_manifest.json").read_text())
+    text_bytes = pl.scan_parquet(str(corpus / "*.parquet")).select(pl.col("text").str.len_bytes().sum()).collect().item()
+    return manifest["rows"], text_bytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", default="1,4,16")
+    parser.add_argument("--work", type=Path, default=Path("bench-out/scale"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-limit", default="1GiB")
+    parser.add_argument("--driver-budget", default="1.5GiB", help="memory the driver process may use on top of the workers")
+    parser.add_argument("--man-limit", type=int, default=None)
+    parser.add_argument("--engines", default="local,cluster")
+    args = parser.parse_args()
+    from dask.utils import format_bytes, parse_bytes
+
+    scales = [int(s) for s in args.scales.split(",")]
+    engines = args.engines.split(",")
+    args.work.mkdir(parents=True, exist_ok=True)
+    budget = args.workers * parse_bytes(args.memory_limit) + parse_bytes(args.driver_budget)
+    rows: list[dict] = []
+    failures: list[str] = []
+    for scale in scales:
+        corpus = args.work / f"corpus-x{scale}"
+        if not (corpus / "_manifest.json").exists():
+            cmd = [PY, str(HERE / "make_corpus.py"), "--output", str(corpus), "--scale", str(scale)]
+            if args.man_limit:
+                cmd += ["--man-limit", str(args.man_limit)]
+            subprocess.run(cmd, check=True)
+        docs, text_bytes = corpus_stats(corpus)
+        truth = pl.read_parquet(args.work / f"corpus-x{scale}.truth.parquet")
+        for engine in engines:
+            run = run_job(scale, corpus, args.work / f"out-x{scale}-{engine}", engine, args.workers, args.memory_limit)
+            by_stage = {r["stage"]: r for r in run["results"]}
+            dedup = by_stage.get("dedup", {})
+            rows.append({
+                "scale": scale, "engine": engine, "docs": docs, "mb": text_bytes / 1e6,
+                "seconds": run["seconds"], "peak": run["peak"], "stages": by_stage,
+                "exact_removed": dedup.get("dropped", {}).get("exact_duplicate", 0),
+                "near_removed": dedup.get("dropped", {}).get("near_duplicate", 0),
+                "injected_exact": truth.filter(pl.col("kind") == "exact").height,
+                "injected_near": truth.filter(pl.col("kind") == "near").height,
+            })
+            print(f"x{scale:<3} {engine:<8} {docs:>9} docs {text_bytes / 1e6:8.0f} MB  {run['seconds']:8.1f} s  "
+                  f"{docs / run['seconds']:8.0f} docs/s  {text_bytes / 1e6 / run['seconds']:6.2f} MB/s  "
+                  f"peak {format_bytes(run['peak'])}", flush=True)
+
+    print("\nper stage (seconds, docs/s in)")
+    stages = list(rows[0]["stages"])
+    print(f"{'run':<16}" + "".join(f"{s:>18}" for s in stages))
+    for row in rows:
+        cells = []
+        for stage in stages:
+            result = row["stages"].get(stage)
+            cells.append(f"{result['seconds']:8.1f}s {result['rows_in'] / max(result['seconds'], 1e-9):7.0f}/s" if result else "-")
+        print(f"x{row['scale']:<3}{row['engine']:<12}" + "".join(f"{c:>18}" for c in cells))
+
+    for engine in engines:
+        mine = [r for r in rows if r["engine"] == engine]
+        for row in mine:
+            if row["peak"] > budget:
+                failures.append(f"{engine} x{row['scale']}: peak {format_bytes(row['peak'])} over budget {format_bytes(budget)}")
+        if len(mine) > 1:
+            first, last = mine[0], mine[-1]
+            if last["peak"] > 1.5 * first["peak"]:
+                failures.append(f"{engine}: peak memory grew from {format_bytes(first['peak'])} to {format_bytes(last['peak'])}")
+            doublings = math.log2(last["docs"] / first["docs"])
+            allowed = (2 * 1.3) ** doublings
+            if last["seconds"] / first["seconds"] > allowed:
+                failures.append(f"{engine}: time grew {last['seconds'] / first['seconds']:.1f}x for {last['docs'] / first['docs']:.0f}x docs (allowed {allowed:.1f}x)")
+            natural = first["exact_removed"] - first["injected_exact"]
+            for row in mine:
+                expected = natural * row["scale"] + row["injected_exact"]
+                print(f"{engine} x{row['scale']}: exact removed {row['exact_removed']} (expected >= {expected}: "
+                      f"{natural} natural x {row['scale']} + {row['injected_exact']} injected); near removed "
+                      f"{row['near_removed']} (injected near {row['injected_near']})")
+                if row["exact_removed"] < row["injected_exact"]:
+                    failures.append(f"{engine} x{row['scale']}: {row['exact_removed']} exact removed < {row['injected_exact']} injected")
+    if "local" in engines and "cluster" in engines:
+        print("\nlocal vs cluster (seconds)")
+        for scale in scales:
+            pair = {r["engine"]: r for r in rows if r["scale"] == scale}
+            print(f"x{scale}: local {pair['local']['seconds']:.1f}s, cluster {pair['cluster']['seconds']:.1f}s, "
+                  f"ratio {pair['cluster']['seconds'] / pair['local']['seconds']:.2f}")
+    (args.work / "results.json").write_text(json.dumps(rows, indent=2, default=str))
+    if failures:
+        print("\nFAILED:\n  " + "\n  ".join(failures))
+        raise SystemExit(1)
+    print("\nall scale checks passed")
+
+
+if __name__ == "__main__":
+    main()
