@@ -54,7 +54,8 @@ class DemoSite:
 
     def __init__(self, modules: int = 400, port: int = 0):
         self.modules = stdlib_modules(modules)
-        self.allowed_roots = set(self.modules)
+        # the index lists public modules; any standard-library module a page links to is served
+        self.allowed_roots = set(sys.stdlib_module_names) - SKIP
         self.port = port
         self.python_version = ".".join(map(str, sys.version_info[:3]))
         self._cache: dict[str, str | None] = {}

@@ -111,7 +111,7 @@ class Engine:
                 memory_limit=self.memory_limit,
                 processes=True,
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                silence_logs=logging.CRITICAL,  # failures surface as ShardError
             )
             self.client = Client(self.cluster)
 
