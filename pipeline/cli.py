@@ -55,6 +55,7 @@ def model_options(model: type[BaseModel], skip: set[str] = frozenset()):
             annotation, _optional = _unwrap_optional(field.annotation)
             doc = (field.description or "").replace("\n", " ")
             default = field.default if not callable(field.default_factory) else field.default_factory()
+            flags = [*(field.json_schema_extra or {}).get("cli_aliases", []), _option_name(name)]
             shown = f"[default: {default!r}]" if default not in (None, [], ()) else ""
             if annotation is bool:
                 flag = name.replace("_", "-")
@@ -65,13 +66,13 @@ def model_options(model: type[BaseModel], skip: set[str] = frozenset()):
                 inner = _click_type(get_args(annotation)[0])
                 if inner is None:
                     continue
-                command = click.option(_option_name(name), name, type=inner, multiple=True,
+                command = click.option(*flags, name, type=inner, multiple=True,
                                        default=None, help=f"{doc} (repeatable) {shown}")(command)
                 continue
             kind = _click_type(annotation)
             if kind is None:
                 continue  # nested models and dicts are set in the job file only
-            command = click.option(_option_name(name), name, type=kind, default=None,
+            command = click.option(*flags, name, type=kind, default=None,
                                    help=f"{doc} {shown}")(command)
         return command
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import pydoc
 import sys
 import threading
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 from aiohttp import web
 
@@ -58,18 +61,20 @@ class DemoSite:
         self.allowed_roots = set(sys.stdlib_module_names) - SKIP
         self.port = port
         self.python_version = ".".join(map(str, sys.version_info[:3]))
-        self._cache: dict[str, str | None] = {}
-        self._render_lock = threading.Lock()
+        self._cache: dict[str, asyncio.Future] = {}
+        self._pool: ProcessPoolExecutor | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
 
-    def _render(self, name: str) -> str | None:
-        with self._render_lock:  # pydoc imports are not thread-safe with each other
-            if name not in self._cache:
-                self._cache[name] = render_module(name)
-            return self._cache[name]
+    async def _render(self, name: str) -> str | None:
+        # pydoc imports the module: done in worker processes (imports are not thread-safe and
+        # rendering is CPU work), each page once
+        if name not in self._cache:
+            loop = asyncio.get_running_loop()
+            self._cache[name] = loop.run_in_executor(self._pool, render_module, name)
+        return await self._cache[name]
 
     async def _index(self, request: web.Request) -> web.Response:
         items = "\n".join(f'<li><a href="{m}.html">{m}</a></li>' for m in self.modules)
@@ -86,7 +91,7 @@ class DemoSite:
         name = request.match_info["name"]
         if name.split(".")[0] not in self.allowed_roots:
             raise web.HTTPNotFound()
-        html = await asyncio.get_running_loop().run_in_executor(None, self._render, name)
+        html = await self._render(name)
         if html is None:
             raise web.HTTPNotFound()
         return web.Response(text=html, content_type="text/html")
@@ -112,6 +117,7 @@ class DemoSite:
             loop.close()
 
     def __enter__(self) -> DemoSite:
+        self._pool = ProcessPoolExecutor(max(1, min(4, os.cpu_count() or 1)), mp_context=get_context("spawn"))
         self._thread = threading.Thread(target=self._serve, name="demo-site", daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
@@ -123,6 +129,8 @@ class DemoSite:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 if __name__ == "__main__":

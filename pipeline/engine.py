@@ -85,7 +85,7 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Engine:
-        self.start()
+        # the cluster starts on the first `map`: a job or stage that never maps (a crawl) pays nothing
         return self
 
     def __exit__(self, *exc: object) -> None:

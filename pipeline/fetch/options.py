@@ -1,0 +1,241 @@
+"""Options of each fetch source kind (`crawl`, `api`, `sql`, `files`): the job file's
+`[[fetch.sources]]` tables and the flags of `pipeline fetch <kind>`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.fetch.urls import UrlError, canonical_url
+from pipeline.stage import Options
+
+MIB = 1 << 20
+PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+DEFAULT_USER_AGENT = "pipeline-fetch/0.1 (dataset builder; +https://example.invalid/pipeline)"
+
+
+class _SourceBase(Options):
+    name: str = ""
+    """Source name: the `source` column and the `source=` partition folder. Default: the host
+    (crawl, api), "sql" or "files"."""
+    shard_mb: float = 64.0
+    """Roll output shards at about this many MiB of buffered rows."""
+
+    @field_validator("shard_mb")
+    @classmethod
+    def _positive_shard(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0")
+        return value
+
+    @property
+    def shard_bytes(self) -> int:
+        return int(self.shard_mb * MIB)
+
+
+class _HttpOptions(Options):
+    concurrency: int = Field(32, ge=1, le=1024)
+    """Requests in flight in total."""
+    per_host: int = Field(8, ge=1, le=256)
+    """Requests in flight to one host at a time."""
+    delay: float = Field(0.0, ge=0)
+    """Minimum seconds between request starts to one host (robots.txt Crawl-delay raises it)."""
+    timeout: float = Field(20.0, gt=0)
+    """Seconds for one request (connect, headers and body) before it counts as a timeout."""
+    max_bytes: int = Field(10 * MIB, ge=1)
+    """Largest body kept, decompressed; a larger page is recorded with an error, not stored."""
+    retries: int = Field(3, ge=0, le=20)
+    """Retries after a timeout, connection error, 429 or 5xx (exponential backoff with jitter;
+    Retry-After is honoured)."""
+    max_retry_after: float = Field(60.0, ge=0)
+    """A Retry-After longer than this many seconds is not waited for: the row records the error."""
+    user_agent: str = DEFAULT_USER_AGENT
+    """User-Agent header, and the name matched against robots.txt groups."""
+    allow_private: bool = False
+    """Allow private, loopback and link-local addresses (refused by default, after DNS
+    resolution and on every redirect)."""
+
+
+class _RecordFields(Options):
+    """How structured records map onto the document columns; other fields go to `meta`."""
+
+    id_field: str | None = None
+    """Field holding a record's id (the `id` is doc_id of "source:value"); default: the row number."""
+    text_field: str = "text"
+    """Field holding the document text (required to exist)."""
+    title_field: str | None = "title"
+    """Field holding the title (used when present)."""
+    label_field: str | None = "label"
+    """Field holding the label (used when present)."""
+    url_field: str | None = "url"
+    """Field holding the record's URL (used when present)."""
+
+
+class _CrawlFields(Options):
+    seeds: list[str] = Field(default_factory=list, json_schema_extra={"cli_aliases": ["--seed"]})
+    """Start URLs (http or https); `--seed URL` on the command line, repeatable."""
+    max_pages: int = Field(10_000, ge=1)
+    """Stop after this many pages were fetched (errors count; robots.txt refusals do not)."""
+    max_depth: int = Field(20, ge=0)
+    """Links followed from a seed (0 = the seeds only)."""
+    scope: Literal["same-host", "same-domain", "prefix"] = "same-host"
+    """Links followed: the seeds' hosts, their domains and subdomains, or URLs under a seed's
+    folder."""
+    sitemaps: bool = False
+    """Also seed from the sitemaps named in robots.txt (or /sitemap.xml)."""
+    sort_query: bool = True
+    """Canonical URLs sort query parameters (?b=1&a=2 is ?a=2&b=1), so a page is fetched once."""
+    max_redirects: int = Field(5, ge=0, le=30)
+    """Redirect hops followed per page; more is recorded as an error."""
+    checkpoint_pages: int = Field(500, ge=1)
+    """Write a shard and checkpoint the frontier at least every this many pages (resume point)."""
+    content_types: list[str] = ["text/html", "application/xhtml+xml", "text/plain"]
+    """Media types whose bodies are stored; other types are recorded (status, headers) and skipped."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, seeds: list[str]) -> list[str]:
+        out = []
+        for seed in seeds:
+            if PLACEHOLDER.search(seed):  # e.g. "{demo_site}/": the job runner fills it in later
+                out.append(seed)
+                continue
+            try:
+                out.append(canonical_url(seed, sort_query=False))
+            except UrlError as error:
+                raise ValueError(str(error)) from None
+        return out
+
+    @model_validator(mode="after")
+    def _needs_seed(self) -> _CrawlFields:
+        if not self.seeds:
+            raise ValueError("crawl needs at least one seed URL (seeds = [...], --seeds URL)")
+        return self
+
+
+class CrawlSource(_HttpOptions, _SourceBase, _CrawlFields):
+    """Crawl websites from seed URLs into raw pages: polite (robots.txt, per-host limits,
+    delay, Retry-After), bounded (pages, depth, body size, redirects) and resumable (a killed
+    crawl re-run with the same output continues where its last checkpoint left it).
+
+    Example: pipeline fetch crawl --seed https://docs.python.org/3/ --max-pages 500 --output raw
+    """
+
+    kind: Literal["crawl"] = "crawl"
+
+class _ApiFields(Options):
+    url: str = ""
+    """The endpoint (http or https)."""
+    params: dict[str, str] = {}
+    """Fixed query parameters (job file only)."""
+    headers: dict[str, str] = {}
+    """Extra request headers, e.g. Authorization (job file only)."""
+    paging: Literal["page", "offset", "cursor", "none"] = "page"
+    """How the next page is asked for: a page number, an offset, the cursor from the last
+    response, or a single request."""
+    page_param: str = "page"
+    """Query parameter for the page number (paging = page)."""
+    first_page: int = 1
+    """Number of the first page (paging = page)."""
+    offset_param: str = "offset"
+    """Query parameter for the offset (paging = offset)."""
+    size_param: str | None = None
+    """Query parameter for the page size (sent with page_size when set)."""
+    page_size: int = Field(100, ge=1)
+    """Records asked for per page (with size_param); a shorter page ends offset paging."""
+    cursor_param: str = "cursor"
+    """Query parameter that carries the cursor (paging = cursor)."""
+    cursor_path: str = "next_cursor"
+    """Dotted path of the next cursor in a response; missing or null ends the paging."""
+    records_path: str = ""
+    """Dotted path of the record list in a response ("" = the response if it is a list, else
+    the first of data/results/items/records)."""
+    max_requests: int = Field(10_000, ge=1)
+    """Stop after this many pages."""
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, url: str) -> str:
+        if not url or PLACEHOLDER.search(url):
+            return url
+        try:
+            return canonical_url(url, sort_query=False)
+        except UrlError as error:
+            raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> _ApiFields:
+        if not self.url:
+            raise ValueError("api needs a url (url = ..., --url URL)")
+        return self
+
+
+class ApiSource(_HttpOptions, _SourceBase, _RecordFields, _ApiFields):
+    """Page through a JSON API into documents: each record flattened (nested keys joined with
+    dots), mapped onto the document columns, the other fields kept in `meta`. Same retry and
+    rate rules as the crawler.
+
+    Example: pipeline fetch api --url https://api.example.com/items --paging cursor --output docs
+    """
+
+    kind: Literal["api"] = "api"
+
+class _SqlFields(Options):
+    dsn: str = ""
+    """Connection URI, postgresql://user:password@host:port/database."""
+    query: str = ""
+    """The SELECT whose rows become documents."""
+    batch_mb: float = Field(16.0, gt=0)
+    """Size hint, in MiB, of each Arrow batch the driver streams from the server."""
+
+    @model_validator(mode="after")
+    def _needs_query(self) -> _SqlFields:
+        if not self.dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("sql needs dsn = postgresql://user@host:port/db")
+        if not self.query.strip():
+            raise ValueError("sql needs a query")
+        return self
+
+
+class SqlSource(_SourceBase, _RecordFields, _SqlFields):
+    """Run a SQL query on PostgreSQL and stream the result in Arrow batches (ADBC) straight
+    into document shards; never holds more than one shard in memory.
+
+    Example: pipeline fetch sql --dsn postgresql://user@host/db --query "SELECT id, body AS text FROM posts" --output docs
+    """
+
+    kind: Literal["sql"] = "sql"
+
+class _FilesFields(Options):
+    glob: list[str] = []
+    """File patterns (`**` recurses); repeatable."""
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "html", "warc"] = "auto"
+    """File format; auto = from the extension (.csv .tsv .jsonl .ndjson .parquet .html .htm .warc)."""
+    max_bytes: int = Field(10 * MIB, ge=1)
+    """Largest HTML page or WARC record body kept, decompressed; larger ones get an error row."""
+    html_files_per_task: int = Field(200, ge=1)
+    """HTML files read per task (one task per structured file)."""
+
+    @model_validator(mode="after")
+    def _needs_glob(self) -> _FilesFields:
+        if not self.glob:
+            raise ValueError("files needs at least one glob pattern (glob = [...], --glob PATTERN)")
+        return self
+
+
+class FilesSource(_SourceBase, _RecordFields, _FilesFields):
+    """Read local files: CSV/TSV, JSONL, Parquet become documents (structured records); HTML
+    files and WARC captures become raw pages for `extract` (url = the file's path, or the
+    WARC target URI). Any of them may be gzip- or bzip2-compressed (.gz, .bz2).
+
+    Example: pipeline fetch files --glob 'data/*.jsonl.gz' --text-field body --output docs
+    """
+
+    kind: Literal["files"] = "files"
+
+Source = Annotated[CrawlSource | ApiSource | SqlSource | FilesSource, Field(discriminator="kind")]
+
+PAGE_KINDS = {"crawl"}  # always raw pages; `files` depends on the formats it finds
+RECORD_KINDS = {"api", "sql"}

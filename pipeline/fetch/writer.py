@@ -1,0 +1,113 @@
+"""Rows → Parquet shards: buffered, rolled by size, Hive-partitioned `source=<name>/date=<day>/`.
+
+Every source writes through a `ShardRoller`: it keeps rows in memory until about `shard_bytes`
+are buffered, then writes one shard per fetch date through the stage's `StageOutput` (atomic
+rename), so memory stays bounded by the shard size whatever the source's size.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from pipeline.dataset import ShardInfo, StageOutput
+from pipeline.schema import DOC_SCHEMA, FETCHED_AT, RAW_SCHEMA
+
+
+def partition_value(name: str) -> str:
+    """A source name made safe for a Hive folder name (`source=<value>`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "source"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def raw_row(
+    url: str,
+    source: str,
+    *,
+    final_url: str | None = None,
+    status: int | None = None,
+    content_type: str | None = None,
+    headers: str = "{}",
+    body: bytes | None = None,
+    error: str | None = None,
+    fetched_at: datetime | None = None,
+) -> dict[str, Any]:
+    """One RAW_SCHEMA row; `error` is null exactly when `body` holds a page worth extracting."""
+    return {
+        "url": url,
+        "final_url": final_url or url,
+        "status": status,
+        "content_type": content_type,
+        "headers": headers,
+        "body": body,
+        "fetched_at": fetched_at or utc_now(),
+        "source": source,
+        "error": error,
+    }
+
+
+class ShardRoller:
+    """Buffer rows of one schema and write them as shards of about `shard_bytes` each.
+
+    `prefix` names the shards (`<prefix>-00000.parquet`), unique per task so resumed and
+    parallel tasks never collide. `flush()` returns the shards it wrote.
+    """
+
+    def __init__(self, output: StageOutput, source: str, prefix: str, shard_bytes: int,
+                 schema: dict[str, pl.DataType] = RAW_SCHEMA, start: int = 0):
+        self.output = output
+        self.source = partition_value(source)
+        self.prefix = prefix
+        self.shard_bytes = shard_bytes
+        self.schema = schema
+        self.sequence = start
+        self._rows: list[dict[str, Any]] = []
+        self._frames: list[pl.DataFrame] = []
+        self.buffered_bytes = 0
+        self.written: list[ShardInfo] = []
+
+    def add_row(self, row: dict[str, Any]) -> list[ShardInfo]:
+        self._rows.append(row)
+        self.buffered_bytes += 256 + len(row.get("body") or b"") + len(row.get("headers") or "")
+        return self.flush() if self.buffered_bytes >= self.shard_bytes else []
+
+    def add_frame(self, frame: pl.DataFrame) -> list[ShardInfo]:
+        if frame.height:
+            self._frames.append(frame)
+            self.buffered_bytes += frame.estimated_size()
+        return self.flush() if self.buffered_bytes >= self.shard_bytes else []
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._rows) + sum(f.height for f in self._frames)
+
+    def flush(self) -> list[ShardInfo]:
+        frames = list(self._frames)
+        if self._rows:
+            frames.append(pl.DataFrame(self._rows, schema=self.schema))
+        self._rows, self._frames, self.buffered_bytes = [], [], 0
+        if not frames:
+            return []
+        frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+        frame = frame.with_columns(pl.lit(self.source).alias("source"))
+        day = pl.col("fetched_at").cast(FETCHED_AT).dt.date().cast(pl.String).fill_null("unknown")
+        infos = []
+        for (date,), part in frame.with_columns(_day=day).group_by("_day", maintain_order=True):
+            relpath = f"source={self.source}/date={date}/{self.prefix}-{self.sequence:05d}.parquet"
+            infos.append(self.output.write("main", part.drop("_day"), relpath))
+            self.sequence += 1
+        self.written.extend(infos)
+        return infos
+
+
+def empty_frame(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+__all__ = ["DOC_SCHEMA", "RAW_SCHEMA", "ShardRoller", "partition_value", "raw_row", "utc_now"]
