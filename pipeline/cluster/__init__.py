@@ -1,0 +1,225 @@
+"""Group documents by topic: MiniBatch K-means over their feature vectors, fitted shard by shard.
+
+Reads the output of `pipeline features` and writes every row with `cluster` (Int32) and
+`cluster_distance` (Float32, Euclidean distance to its centre on L2-normalised vectors), plus,
+beside the shards, summary.json (K and how it was chosen, per cluster: size, top terms, the
+documents nearest the centre) and labels.toml, a label map to edit and give to `pipeline label
+--map` (cluster names default to their top three terms). --k auto picks K by the silhouette on a
+sample. Centres are saved in OUTPUT/_models/. The same input, options and --seed give the same
+clusters.
+
+Example: pipeline cluster --input out/features --output out/clusters --k 8 --seed 1
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.cluster import kmeans, summary
+from pipeline.config import ConfigError
+from pipeline.dataset import StageOutput, write_json_atomic
+from pipeline.engine import Engine
+from pipeline.features import vectors
+from pipeline.features.tasks import pending, shard_tasks
+from pipeline.stage import Options as StageOptions
+from pipeline.stage import (
+    ShardOutput,
+    StageResult,
+    count_rows,
+    execute_map_task,
+    result_from_records,
+)
+
+MODELS = "_models"
+CENTRES = "centres.npy"
+MODEL_META = "cluster.json"
+SUMMARY = "summary.json"
+LABELS = "labels.toml"
+
+
+class Options(StageOptions):
+    k: str = "auto"
+    """Number of clusters, or "auto": the K in [--k-min, --k-max] with the best silhouette on the sample."""
+    k_min: int = Field(2, ge=2)
+    """Smallest K tried by --k auto."""
+    k_max: int = Field(12, ge=2, le=200)
+    """Largest K tried by --k auto."""
+    vectors: list[str] = []
+    """Vector columns to cluster on, concatenated (repeatable; `tfidf` = the sparse TF-IDF pair).
+    Default: tfidf_svd, else w2v, else every *_scaled column, else the sparse TF-IDF."""
+    normalize: bool = True
+    """L2-normalise each row's vector first (Euclidean K-means then groups by cosine)."""
+    sample_size: int = Field(5000, ge=10)
+    """Rows (about) in the deterministic sample used for --k auto, the initial centres and top terms."""
+    batch_size: int = Field(1024, ge=16)
+    """Rows per MiniBatch K-means partial_fit step."""
+    passes: int = Field(3, ge=1, le=100)
+    """Passes of partial_fit over all shards."""
+    top_terms: int = Field(10, ge=1, le=100)
+    """Top terms listed per cluster in summary.json and labels.toml."""
+    examples: int = Field(5, ge=0, le=100)
+    """Documents nearest each centre listed per cluster."""
+    text_column: str = "text"
+    """Column the top terms and examples are taken from."""
+    seed: int = 42
+    """Seed of the sample, the initial centres and the mini-batch order."""
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_text(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError("must be a whole number >= 2 or \"auto\"")
+        value = value.strip().lower()
+        if value != "auto" and (not value.isdigit() or int(value) < 2):
+            raise ValueError(f"must be a whole number >= 2 or \"auto\", not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _k_range(self) -> Options:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) is above k_max ({self.k_max})")
+        return self
+
+
+@dataclass
+class Plan:
+    options: Options
+    spec: kmeans.VectorSpec
+    centres: Path
+    fraction: float
+
+    def fingerprint_dict(self) -> dict:
+        return self.options.fingerprint_dict()
+
+
+def assign_shard(frame: pl.LazyFrame, plan: Plan) -> ShardOutput:
+    """Worker: add `cluster` and `cluster_distance`; count sizes, sample terms and examples."""
+    options = plan.options
+    df = frame.collect()
+    centres = np.load(plan.centres)
+    x = plan.spec.matrix(df.select(vectors.read_columns(plan.spec.columns)))
+    nearest, distance = kmeans.assign(x, centres)
+    df = df.drop([c for c in ("cluster", "cluster_distance") if c in df.columns]).with_columns(
+        pl.Series("cluster", nearest, dtype=pl.Int32),
+        pl.Series("cluster_distance", distance, dtype=pl.Float32),
+    )
+    sampled = df.filter(kmeans.sample_expr(options.seed, plan.fraction))
+    sizes = df.group_by("cluster").len().sort("cluster")
+    in_sample = sampled.group_by("cluster").len().sort("cluster")
+    extra = {
+        "sizes": [list(r) for r in sizes.iter_rows()],
+        "sampled": [list(r) for r in in_sample.iter_rows()],
+        "terms": summary.shard_terms(sampled, options.text_column),
+        "examples": summary.shard_examples(df, options.text_column, options.examples) if options.examples else [],
+        "sq_distance": float(np.square(distance.astype(np.float64)).sum()),
+    }
+    return ShardOutput({"main": df}, extra=extra)
+
+
+def _n_features(inputs: list[Path]) -> int | None:
+    meta = Path(inputs[0]) / "_models" / "features.json"
+    return json.loads(meta.read_text())["n_features"] if meta.exists() else None
+
+
+def build_summary(records, options: Options, model_meta: dict) -> dict:
+    k = model_meta["k"]
+    sizes = np.zeros(k, dtype=np.int64)
+    sampled: dict[int, int] = {}
+    terms: list[list] = []
+    examples: dict[int, list[dict]] = {c: [] for c in range(k)}
+    sq = 0.0
+    for record in sorted(records, key=lambda r: r.task):
+        extra = record.extra
+        for c, n in extra["sizes"]:
+            sizes[c] += n
+        for c, n in extra["sampled"]:
+            sampled[int(c)] = sampled.get(int(c), 0) + int(n)
+        terms += extra["terms"]
+        for e in extra["examples"]:
+            examples[int(e["cluster"])].append(e)
+        sq += extra["sq_distance"]
+    top = summary.top_terms(terms, sampled, options.top_terms)
+    names = summary.default_names(top, k)
+    clusters = []
+    for c in range(k):
+        nearest = sorted(examples[c], key=lambda e: (e["distance"], e["id"]))[:options.examples]
+        clusters.append({
+            "cluster": c, "name": names[c], "size": int(sizes[c]), "top_terms": top.get(c, []),
+            "examples": [{k_: e[k_] for k_ in ("id", "title", "text", "distance")} for e in nearest],
+        })
+    rows = int(sizes.sum())
+    return {**model_meta, "rows": rows, "mean_squared_distance": round(sq / max(rows, 1), 6),
+            "clusters": clusters}
+
+
+def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
+    started = time.perf_counter()
+    output = Path(output)
+    stage_output = StageOutput("cluster", options.fingerprint_dict(), inputs, {"main": output}, fresh=fresh)
+    shards, _ = shard_tasks(inputs, None, None, stage_output)
+    models = output / MODELS
+    schema = dict(pl.read_parquet_schema(shards[0]))
+    try:
+        columns = vectors.choose(schema, options.vectors)
+    except ValueError as error:
+        raise ConfigError(f"pipeline cluster: {error}") from None
+    spec = kmeans.VectorSpec(columns, options.normalize, _n_features(inputs))
+    total = count_rows(shards)
+    fraction = min(1.0, options.sample_size / max(total, 1))
+    plan = Plan(options, spec, models / CENTRES, fraction)
+    _, tasks = shard_tasks(inputs, assign_shard, plan, stage_output)
+    todo, done = pending(stage_output, tasks)
+    if todo or not (models / MODEL_META).exists():
+        from threadpoolctl import threadpool_limits
+
+        # small problems (a bounded sample, one mini-batch at a time): one OpenMP/BLAS thread is
+        # as fast, and many threads spin against the Dask workers (or a busy machine) instead
+        with threadpool_limits(limits=1):
+            fit(shards, spec, options, fraction, models, engine)
+    model_meta = json.loads((models / MODEL_META).read_text())
+    records = done + engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc="cluster")
+    result_summary = build_summary(records, options, model_meta)
+    write_json_atomic(output / SUMMARY, result_summary)
+    if todo or not (output / LABELS).exists():
+        (output / LABELS).write_text(summary.labels_toml(result_summary, str(output)))
+    details = {"k": model_meta["k"], "k_chosen_by": model_meta["k_chosen_by"],
+               "silhouette": model_meta.get("silhouette"), "vectors": columns,
+               "sizes": [c["size"] for c in result_summary["clusters"]]}
+    stage_output.finalize(records, extra={"summary": SUMMARY, "labels": LABELS, **details})
+    return result_from_records("cluster", records, total, stage_output, started,
+                               skipped=len(done), details=details)
+
+
+def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction: float,
+        models: Path, engine: Engine) -> dict:
+    """Sample, choose K, fit MiniBatch K-means shard by shard; save centres and meta."""
+    tasks = [kmeans.SampleTask(s, spec, fraction, options.seed) for s in shards]
+    sample = kmeans.stack(engine.map(kmeans.sample_shard, tasks, labels=[str(s) for s in shards],
+                                     desc="cluster-sample"))
+    if options.k == "auto":
+        k, scores = engine.run_on_driver(
+            lambda: kmeans.choose_k(sample, options.k_min, options.k_max, options.seed))
+        chosen_by = "silhouette"
+    else:
+        k, scores, chosen_by = int(options.k), {}, "option"
+    if sample.shape[0] < k:
+        raise ConfigError(f"--k {k}: only {sample.shape[0]} rows sampled; lower --k or raise --sample-size")
+    centres = kmeans.initial_centres(sample, k, options.seed)
+    model = engine.run_on_driver(lambda: kmeans.fit_minibatch(
+        shards, spec, centres, options.batch_size, options.passes, options.seed))
+    models.mkdir(parents=True, exist_ok=True)
+    np.save(models / CENTRES, model.cluster_centers_.astype(np.float64))
+    meta = {"k": k, "k_chosen_by": chosen_by, "silhouette_by_k": {str(a): b for a, b in scores.items()},
+            "silhouette": scores.get(k), "vectors": spec.columns, "normalize": spec.normalize,
+            "sample_rows": int(sample.shape[0]), "seed": options.seed}
+    write_json_atomic(models / MODEL_META, meta)
+    return meta

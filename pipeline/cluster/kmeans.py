@@ -1,0 +1,127 @@
+"""MiniBatch K-means fitted shard by shard, K chosen by silhouette, and the per-shard passes.
+
+The fit never holds more than one shard plus a bounded sample:
+
+1. sample: every shard keeps the rows whose xxHash64(id:seed) falls below a threshold (about
+   ``sample_size`` rows overall, the same rows in every run), on the workers;
+2. K (``--k auto``): scikit-learn ``KMeans`` for each candidate K on the sample, scored by the
+   silhouette (cosine geometry: vectors are L2-normalised), highest wins, ties to the smaller K;
+3. init: k-means++ ``KMeans`` on the sample gives the starting centres;
+4. ``MiniBatchKMeans.partial_fit`` over every shard in order, in batches of ``batch_size`` rows
+   shuffled with a seeded generator, for ``passes`` passes; the driver reads one shard at a time.
+
+This is what dask-ml's ``Incremental`` wrapper does (``partial_fit`` block by block, blocks in
+sequence); doing it directly over the Parquet shards avoids building a Dask array of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics import silhouette_score
+
+from pipeline.dataset import DatasetError
+from pipeline.features import vectors
+from pipeline.hashing import xxhash64
+
+SAMPLE_BUCKETS = 1 << 32
+
+
+def sample_expr(seed: int, fraction: float) -> pl.Expr:
+    """True for the rows in the deterministic sample (by xxHash64 of `id` and the seed)."""
+    key = pl.concat_str(pl.col("id").cast(pl.String).fill_null(""), pl.lit(f":{seed}"))
+    return (xxhash64(key) % SAMPLE_BUCKETS) < int(fraction * SAMPLE_BUCKETS)
+
+
+@dataclass
+class VectorSpec:
+    """Which columns make the vectors and how (shared by every pass)."""
+
+    columns: list[str]
+    normalize: bool
+    n_features: int | None  # the sparse TF-IDF's width
+
+    def read(self, shard: Path, extra: list[str] = ()) -> pl.DataFrame:
+        return pl.read_parquet(shard, columns=[*extra, *vectors.read_columns(self.columns)],
+                               hive_partitioning=False)
+
+    def matrix(self, frame: pl.DataFrame):
+        return vectors.matrix(frame, self.columns, self.normalize, self.n_features)
+
+
+@dataclass
+class SampleTask:
+    shard: Path
+    spec: VectorSpec
+    fraction: float
+    seed: int
+
+
+def sample_shard(task: SampleTask):
+    """Worker: the sampled rows' vectors of one shard."""
+    frame = task.spec.read(task.shard, ["id"]).filter(sample_expr(task.seed, task.fraction))
+    return task.spec.matrix(frame)
+
+
+def stack(parts: list) -> np.ndarray | sp.csr_matrix:
+    parts = [p for p in parts if p.shape[0]]
+    if not parts:
+        raise DatasetError("the input has no rows to cluster")
+    if sp.issparse(parts[0]):
+        return sp.vstack(parts).tocsr()
+    return np.vstack(parts)
+
+
+def choose_k(sample, k_min: int, k_max: int, seed: int) -> tuple[int, dict[int, float]]:
+    """The K in [k_min, k_max] with the highest silhouette on the sample, and every score."""
+    n = sample.shape[0]
+    scores: dict[int, float] = {}
+    for k in range(k_min, min(k_max, n - 1) + 1):
+        labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(sample)
+        if len(np.unique(labels)) < 2:
+            continue
+        scores[k] = round(float(silhouette_score(sample, labels, sample_size=min(n, 2000),
+                                                 random_state=seed)), 6)
+    if not scores:
+        return min(k_min, max(1, n)), scores
+    best = max(scores.values())
+    return min(k for k, s in scores.items() if s == best), scores
+
+
+def initial_centres(sample, k: int, seed: int) -> np.ndarray:
+    model = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sample)
+    return np.asarray(model.cluster_centers_, dtype=np.float64)
+
+
+def fit_minibatch(shards: list[Path], spec: VectorSpec, centres: np.ndarray, batch_size: int,
+                  passes: int, seed: int) -> MiniBatchKMeans:
+    """partial_fit over every shard (one in memory), `passes` times, from the given centres."""
+    model = MiniBatchKMeans(n_clusters=centres.shape[0], init=centres, n_init=1,
+                            batch_size=batch_size, random_state=seed, compute_labels=False)
+    for p in range(passes):
+        for i, shard in enumerate(shards):
+            x = spec.matrix(spec.read(shard))
+            if x.shape[0] == 0:
+                continue
+            order = np.random.default_rng([seed, p, i]).permutation(x.shape[0])
+            for start in range(0, len(order), batch_size):
+                model.partial_fit(x[order[start:start + batch_size]])
+    return model
+
+
+def assign(x, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre and Euclidean distance to it for every row: (int32, float32)."""
+    if sp.issparse(x):
+        row_sq = np.asarray(x.multiply(x).sum(axis=1)).ravel()
+    else:
+        row_sq = np.einsum("ij,ij->i", x, x)
+    cross = np.asarray(x @ centres.T)
+    d2 = row_sq[:, None] - 2.0 * cross + np.einsum("ij,ij->i", centres, centres)[None, :]
+    nearest = np.argmin(d2, axis=1)
+    dist = np.sqrt(np.clip(d2[np.arange(len(nearest)), nearest], 0.0, None))
+    return nearest.astype(np.int32), dist.astype(np.float32)

@@ -1,0 +1,46 @@
+"""The labelled corpora of ../shared/data as document datasets (DOC_SCHEMA + `true_label`).
+
+Shared by the features, cluster and label tests. `label` is left null (the stages must not
+see the truth); the truth rides along in `true_label`, which every stage carries through.
+"""
+
+from __future__ import annotations
+
+import bz2
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.dataset import write_shard
+from pipeline.hashing import doc_id
+
+
+def sms_frame(shared_data: Path) -> pl.DataFrame:
+    return pl.read_csv(shared_data / "labelled" / "sms_spam.tsv", separator="\t", quote_char=None,
+                       has_header=True, new_columns=["true_label", "text"])
+
+
+def rotten_frame(shared_data: Path) -> pl.DataFrame:
+    raw = bz2.decompress((shared_data / "labelled" / "rotten_tomatoes.csv.bz2").read_bytes())
+    return pl.read_csv(raw).select(
+        pl.col("category").alias("true_label"), "text")
+
+
+def as_docs(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    return frame.with_row_index("row").with_columns(
+        id=doc_id(pl.concat_str(pl.lit(f"{source}:"), pl.col("row").cast(pl.String))),
+        source=pl.lit(source),
+        url=pl.lit(None, pl.String),
+        fetched_at=pl.lit(None, pl.Datetime("us", "UTC")),
+        title=pl.lit(None, pl.String),
+        label=pl.lit(None, pl.String),
+        meta=pl.lit("{}"),
+        words=pl.col("text").str.count_matches(r"\w+").cast(pl.Int64),
+    ).select("id", "source", "url", "fetched_at", "title", "text", "label", "meta", "true_label", "words")
+
+
+def write_docs(docs: pl.DataFrame, root: Path, shards: int) -> Path:
+    size = -(-docs.height // shards)
+    for i in range(shards):
+        write_shard(docs.slice(i * size, size), root, f"part-{i:05d}.parquet")
+    return root
