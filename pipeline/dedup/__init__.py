@@ -1,0 +1,264 @@
+"""Remove exact and near-duplicate documents (MinHash LSH), out-of-core, with an audit of each.
+
+Reads documents (only `id` and `text` are needed) and writes the unique ones, each with a
+`near_group` column (the id of its group of similar documents at the looser --group-threshold,
+for leakage-free splits), and an audit dataset (default: `duplicates/` beside the output) with
+one row per removed document: its columns plus `kept_id`, `kind` (exact|near), `similarity`
+(true Jaccard to the kept document) and `reason`. Exact duplicates: same xxHash64 of the
+normalised text. Near duplicates: word 5-gram shingles, MinHash signatures, LSH bands (derived
+from --threshold and printed), candidates judged by their Jaccard (MinHash estimate, checked
+exactly near the threshold with --verify),
+connected components over the whole corpus, one document kept per component (--keep).
+
+Example: pipeline dedup --input out/clean --output out/unique --threshold 0.8 --keep longest
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field, model_validator
+
+from pipeline.dataset import StageOutput, sum_counts
+from pipeline.dedup import minhash
+from pipeline.dedup.graph import components, pick_per_component
+from pipeline.dedup.passes import (
+    ROW_BITS,
+    Plan,
+    lookup_shard,
+    pass1_shard,
+    pass2_partition,
+    pass2b_verify,
+    pass3_shard,
+)
+from pipeline.engine import Engine
+from pipeline.stage import Options as StageOptions
+from pipeline.stage import StageResult, count_rows, input_shards, result_from_records, shard_relpath
+
+WORK = "_work"
+
+
+class Options(StageOptions):
+    exact: bool = True
+    """Remove exact duplicates (same xxHash64 of the NFKC, lower-cased, whitespace-collapsed text)."""
+    near: bool = True
+    """Remove near duplicates (MinHash LSH over word shingles)."""
+    threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    """Jaccard similarity of shingle sets at or above which two documents are near duplicates."""
+    ngram: int = Field(5, ge=1, le=8)
+    """Words per shingle (texts with fewer words are one shingle)."""
+    num_perm: int = Field(128, ge=8, le=1024)
+    """MinHash permutations (signature length)."""
+    bands: int | None = Field(None, ge=1)
+    """LSH bands (default: derived from --threshold and --num-perm, printed at the start)."""
+    rows: int | None = Field(None, ge=1)
+    """Signature rows per LSH band (default: derived with --bands)."""
+    seed: int = 42
+    """Seed of the MinHash permutations."""
+    verify: bool = True
+    """Check LSH candidates by their true Jaccard (from shingle sets stored in pass 1) when their
+    MinHash estimate is within --verify-margin of the threshold; off: the estimate decides."""
+    verify_margin: float = Field(0.12, gt=0.0, le=1.0)
+    """Estimates this close to the threshold are checked exactly (1 = check every candidate).
+    0.12 is 2.7 standard deviations of the estimate at 128 permutations."""
+    keep: Literal["first", "longest", "best"] = "first"
+    """Which document of a duplicate group stays: first in input order, longest (most words), or
+    best (most distinct shingles); ties go to the first."""
+    group_threshold: float = Field(0.5, ge=0.0, lt=1.0)
+    """Jaccard for `near_group` (documents this similar share a group id); 0 = no grouping."""
+    audit: str | None = None
+    """Audit dataset folder of removed documents (default: `duplicates/` beside the output)."""
+    partition_rows: int = Field(1_000_000, ge=1000)
+    """Band rows per on-disk LSH partition: bounds the memory of one bucket task."""
+    batch_docs: int = Field(2000, ge=1)
+    """Documents shingled and signed at once per worker: bounds pass-1 memory."""
+    max_bucket: int = Field(50, ge=2)
+    """LSH buckets with more documents link each to the bucket's first (a star) instead of
+    every pair, so a huge bucket costs linear, not quadratic, work."""
+
+    @model_validator(mode="after")
+    def _bands_fit(self) -> Options:
+        if self.bands and self.rows and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if self.group_threshold >= self.threshold:
+            raise ValueError(f"group_threshold ({self.group_threshold}) must be below threshold ({self.threshold})")
+        return self
+
+
+def bands_and_rows(options: Options) -> tuple[int, int]:
+    """--bands/--rows as given, the missing one filled from num_perm, or both derived."""
+    if options.bands and options.rows:
+        return options.bands, options.rows
+    if options.bands:
+        return options.bands, max(1, options.num_perm // options.bands)
+    if options.rows:
+        return max(1, options.num_perm // options.rows), options.rows
+    # every candidate's Jaccard is estimated from the full signatures (and checked exactly near
+    # the threshold), so a false positive costs little: the bands favour recall
+    return minhash.optimal_bands_rows(options.threshold, options.num_perm, 0.95)
+
+
+def _say(message: str) -> None:
+    print(f"dedup: {message}", file=sys.stderr)
+
+
+def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
+    started = time.perf_counter()
+    output = Path(output)
+    audit = Path(options.audit) if options.audit else output.parent / "duplicates"
+    work = output / WORK
+    out = StageOutput("dedup", options.fingerprint_dict(), inputs,
+                      {"main": output, "duplicates": audit, "work": work}, fresh=fresh)
+    pairs = input_shards(inputs)
+    shards = [str(s) for _, s in pairs]
+    relpaths = [shard_relpath(root, s) if len(inputs) == 1 else f"in{i:05d}-{s.name}"
+                for i, (root, s) in enumerate(pairs)]
+    rows_in = count_rows([s for _, s in pairs])
+
+    bands, rows = bands_and_rows(options) if options.near else (0, 0)
+    grouping = options.near and options.group_threshold > 0
+    group_bands, group_rows = minhash.optimal_bands_rows(options.group_threshold, options.num_perm) if grouping else (0, 0)
+    per_doc = bands + group_bands + (1 if options.exact else 0)
+    partitions = max(1, math.ceil(rows_in * per_doc / options.partition_rows))
+    if options.near:
+        _say(f"threshold {options.threshold} → {bands} bands × {rows} rows of {options.num_perm} permutations "
+             f"(50% collision at Jaccard {(1 / bands) ** (1 / rows):.2f}); near_group {options.group_threshold} → "
+             f"{group_bands} × {group_rows}; {partitions} partitions; verify={'on' if options.verify else 'off'}")
+    plan = Plan(shards=shards, work=str(work), output=out, exact=options.exact, near=options.near,
+                ngram=options.ngram, num_perm=options.num_perm, seed=options.seed, bands=bands, rows=rows,
+                group_bands=group_bands, group_rows=group_rows, threshold=options.threshold,
+                group_threshold=options.group_threshold, verify=options.verify,
+                verify_margin=options.verify_margin, keep=options.keep,
+                partitions=partitions, batch_docs=options.batch_docs, max_bucket=options.max_bucket)
+    details = {"bands": bands, "rows": rows, "group_bands": group_bands, "group_rows": group_rows,
+               "partitions": partitions, "num_perm": options.num_perm}
+
+    final_keys = [f"pass3:{s}" for s in shards]
+    todo3, done3 = out.pending(final_keys)
+    if todo3:
+        records3 = done3 + _run_passes(plan, engine, todo3, relpaths, details)
+    else:
+        records3 = done3
+    del out.outputs["work"]
+    out.finalize(records3, extra=details)
+    shutil.rmtree(work, ignore_errors=True)
+    return result_from_records("dedup", records3, rows_in, out, started, skipped=len(done3), details=details)
+
+
+def _map_pending(plan: Plan, engine: Engine, fn, keys: list[str], items: list, desc: str) -> list:
+    todo, done = plan.output.pending(keys)
+    wanted = set(todo)
+    work_items = [item for key, item in zip(keys, items, strict=True) if key in wanted]
+    return done + engine.map(fn, work_items, labels=[k for k in keys if k in wanted], desc=desc)
+
+
+def _run_passes(plan: Plan, engine: Engine, todo3: list[str], relpaths: list[str], details: dict) -> list:
+    n = len(plan.shards)
+    records = []
+    if plan.exact or plan.near:
+        records += _map_pending(plan, engine, pass1_shard, [f"pass1:{i}" for i in range(n)],
+                                [(plan, i) for i in range(n)], "dedup signatures")
+        records += _map_pending(plan, engine, pass2_partition, [f"pass2:{p}" for p in range(plan.partitions)],
+                                [(plan, p) for p in range(plan.partitions)], "dedup buckets")
+        records += _map_pending(plan, engine, pass2b_verify, [f"verify:{i}" for i in range(n)],
+                                [(plan, i) for i in range(n)], "dedup verify")
+    counts = sum_counts(records)
+    details.update({k: v for k, v in counts.items() if k in ("candidate_edges", "verified_pairs", "edges_kept")})
+    details["text_bytes"] = sum(int(r.extra.get("text_bytes", 0)) for r in records)
+
+    assign = assignments(plan, engine, details)
+    keys = [f"pass3:{s}" for s in plan.shards]
+    items = []
+    for i, key in enumerate(keys):
+        if key in todo3:
+            piece = assign.filter(pl.col("node") // (1 << ROW_BITS) == i)
+            piece = piece.with_columns(row=pl.col("node") % (1 << ROW_BITS)).drop("node")
+            items.append((plan, i, key, relpaths[i], piece))
+    return engine.map(pass3_shard, items, labels=[it[2] for it in items], desc="dedup write")
+
+
+def assignments(plan: Plan, engine: Engine, details: dict) -> pl.DataFrame:
+    """Driver: components over the verified edges → per node: removed?, kept node, kind, group.
+
+    Memory O(edges): only documents with an edge are nodes. Returns node, removed, kept_id,
+    kind, similarity, near_group (ids looked up on the workers).
+    """
+    files = sorted(str(f) for f in (Path(plan.work) / "verified").glob("*.parquet") if not f.name.startswith("."))
+    empty = pl.DataFrame(schema={"node": pl.Int64, "removed": pl.Boolean, "kept_id": pl.String,
+                                 "kind": pl.String, "similarity": pl.Float64, "near_group": pl.String})
+    if not files:
+        return empty
+    edges = pl.read_parquet(files)
+    attrs = pl.concat([
+        edges.select(node="a", score="score_a", ekey="ekey_a"),
+        edges.select(node="b", score="score_b", ekey="ekey_b"),
+    ]).unique("node").sort("node")
+    dup = edges.filter(pl.col("exact") | pl.col("dup"))
+    nodes1, labels1 = components(dup["a"].to_numpy(), dup["b"].to_numpy())
+    node_attrs = pl.DataFrame({"node": nodes1}).join(attrs, on="node", how="left", maintain_order="left")
+    kept_of = pick_per_component(labels1, nodes1, node_attrs["score"].to_numpy())
+    is_removed = kept_of != nodes1
+    removed = nodes1[is_removed]
+    kept = kept_of[is_removed]
+    ekeys = attrs.select("node", "ekey")
+    kinds = (pl.DataFrame({"node": removed, "kept": kept})
+             .join(ekeys, on="node", how="left", maintain_order="left")
+             .join(ekeys.rename({"node": "kept", "ekey": "kept_ekey"}), on="kept", how="left", maintain_order="left"))
+    exact_kind = (kinds["ekey"] == kinds["kept_ekey"]).to_numpy() & plan.exact
+
+    groups = edges.filter(pl.col("exact") | pl.col("dup") | pl.col("group"))
+    nodes2, labels2 = components(groups["a"].to_numpy(), groups["b"].to_numpy())
+    eligible = ~np.isin(nodes2, removed)
+    rep = pick_per_component(labels2, nodes2, np.zeros(nodes2.size), eligible)
+    details["duplicate_groups"] = int(np.unique(labels1).size)
+    details["near_groups"] = int(np.unique(labels2).size)
+
+    # ids of kept documents and group representatives; similarity of near removals
+    wanted = np.unique(np.concatenate([kept, rep]))
+    # similarity to the kept document: reuse an exactly checked edge, compute the rest
+    near_pairs = pl.DataFrame({"node": removed[~exact_kind], "kept": kept[~exact_kind]})
+    known = (near_pairs.with_columns(a=pl.min_horizontal("node", "kept"), b=pl.max_horizontal("node", "kept"))
+             .join(edges.filter("checked").select("a", "b", "similarity"), on=["a", "b"], how="left")
+             .select("node", "kept", "similarity"))
+    unknown = known.filter(pl.col("similarity").is_null())
+    near_removed = unknown["node"].to_numpy()
+    near_kept = unknown["kept"].to_numpy()
+    items = []
+    for shard in np.unique(np.concatenate([wanted >> ROW_BITS, near_removed >> ROW_BITS])):
+        mask_w = (wanted >> ROW_BITS) == shard
+        mask_r = (near_removed >> ROW_BITS) == shard
+        items.append((plan, int(shard), wanted[mask_w] & ((1 << ROW_BITS) - 1), near_removed[mask_r], near_kept[mask_r]))
+    results = engine.map(lookup_shard, items, labels=[plan.shards[it[1]] for it in items], desc="dedup lookup")
+    id_frames, sim_frames = [], []
+    for item, res in zip(items, results, strict=True):
+        shard = np.int64(item[1])
+        id_frames.append(pl.DataFrame({"node": (shard << ROW_BITS) | res["rows"].astype(np.int64),
+                                       "id": pl.Series(res["ids"], dtype=pl.String)}))
+        sim_frames.append(pl.DataFrame({"node": item[3], "similarity": res["similarity"].astype(np.float64)},
+                                       schema={"node": pl.Int64, "similarity": pl.Float64}))
+    ids = pl.concat(id_frames) if id_frames else pl.DataFrame(schema={"node": pl.Int64, "id": pl.String})
+    sims = pl.concat([known.filter(pl.col("similarity").is_not_null()).select("node", "similarity"), *sim_frames])
+
+    removed_frame = (
+        pl.DataFrame({"node": removed, "kept": kept, "exact": exact_kind})
+        .join(ids.rename({"node": "kept", "id": "kept_id"}), on="kept", how="left")
+        .join(sims, on="node", how="left")
+        .select("node", removed=pl.lit(True), kept_id="kept_id",
+                kind=pl.when("exact").then(pl.lit("exact")).otherwise(pl.lit("near")),
+                similarity=pl.when("exact").then(1.0).otherwise(pl.col("similarity")),
+                near_group=pl.lit(None, pl.String))
+    )
+    kept_frame = (
+        pl.DataFrame({"node": nodes2[eligible], "rep": rep[eligible]})
+        .join(ids.rename({"node": "rep", "id": "near_group"}), on="rep", how="left")
+        .select("node", removed=pl.lit(False), kept_id=pl.lit(None, pl.String), kind=pl.lit(None, pl.String),
+                similarity=pl.lit(None, pl.Float64), near_group="near_group")
+    )
+    return pl.concat([removed_frame, kept_frame]).sort("node")

@@ -1,0 +1,192 @@
+"""Shingles, MinHash signatures and LSH band keys, vectorised with NumPy over whole batches.
+
+Hashing scheme (stable across library versions, documented in docs/dedup.md):
+
+- tokens: lower-cased text, ``\\w+`` runs (Polars regex, Unicode), each hashed with xxHash64
+  (polars-hash, `pipeline.hashing.xxhash64`);
+- shingle hash: the ``ngram`` consecutive token hashes combined as ``sum(h[i+j] * M_j)`` mod 2**64
+  with fixed odd multipliers (so order matters), then the splitmix64 finaliser; a text with fewer
+  than ``ngram`` tokens is one shingle of all its tokens (the truth's definition);
+- MinHash: permutation ``j`` is the multiply-add-shift hash ``(a_j * x + b_j) mod 2**64 >> 32`` of
+  the shingle hash's high 32 bits ``x`` (``a_j`` odd, ``a_j, b_j`` 64-bit from ``seed``;
+  Dietzfelbinger's 2-universal family: no 64-bit modulo, no overflow to manage), the minimum
+  over a document's shingles taken with ``np.minimum.reduceat``: one NumPy pass per permutation
+  over every shingle of the batch, no loop over documents;
+- band key: the band's ``rows`` signature values folded with the splitmix64 finaliser (64 bits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from pipeline.hashing import xxhash64
+
+TOKEN_PATTERN = r"\w+"
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# fixed odd multipliers for the shingle combination (digits of pi / golden ratio, odd)
+_MULTIPLIERS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
+    dtype=np.uint64,
+)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (a bijection on uint64 with good avalanche), element-wise."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def normalised_text(column: str = "text") -> pl.Expr:
+    """The text exact duplicates are judged on: NFKC, lower case, whitespace runs → one space."""
+    return (
+        pl.col(column).fill_null("").str.normalize("NFKC").str.to_lowercase()
+        .str.replace_all(r"\s+", " ").str.strip_chars()
+    )
+
+
+def exact_key(column: str = "text") -> pl.Expr:
+    """xxHash64 of the normalised text (UInt64)."""
+    return xxhash64(normalised_text(column))
+
+
+@dataclass
+class Shingles:
+    """Shingle hashes of a batch, grouped by document.
+
+    hashes: uint64 [n_shingles], documents' shingles contiguous, in document order.
+    doc: int64 [n_shingles], the batch row each shingle belongs to.
+    tokens: int64 [n_docs], tokens per document (0 = no shingle at all).
+    """
+
+    hashes: np.ndarray
+    doc: np.ndarray
+    tokens: np.ndarray
+
+
+def token_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(row of each token, xxHash64 of each token) over a batch of texts, in text order."""
+    frame = pl.DataFrame({"text": texts}).with_row_index("row").select(
+        pl.col("row").cast(pl.Int64),
+        pl.col("text").fill_null("").str.to_lowercase().str.extract_all(TOKEN_PATTERN).alias("tok"),
+    )
+    flat = frame.explode("tok").drop_nulls("tok").select("row", xxhash64("tok").alias("h"))
+    return flat["row"].to_numpy(), flat["h"].to_numpy().astype(np.uint64)
+
+
+def shingle_hashes(texts: pl.Series, ngram: int = 5) -> Shingles:
+    """Word n-gram shingle hashes of every text of a batch (see the module docstring)."""
+    if not 1 <= ngram <= len(_MULTIPLIERS):
+        raise ValueError(f"ngram must be 1..{len(_MULTIPLIERS)}, got {ngram}")
+    n_docs = len(texts)
+    rows, h = token_hashes(texts)
+    tokens = np.bincount(rows, minlength=n_docs).astype(np.int64) if rows.size else np.zeros(n_docs, np.int64)
+    if h.size == 0:
+        return Shingles(np.zeros(0, np.uint64), np.zeros(0, np.int64), tokens)
+    starts = np.concatenate([[0], np.cumsum(tokens)[:-1]])
+    pos = np.arange(h.size, dtype=np.int64) - starts[rows]  # position of each token in its text
+    length = tokens[rows]
+    # a shingle starts at every position with ngram tokens after it, or at 0 for a short text
+    valid = (pos <= length - ngram) | ((pos == 0) & (length < ngram))
+    width = np.minimum(ngram, length - pos)  # tokens inside the window (short texts: all)
+    padded = np.concatenate([h, np.zeros(ngram - 1, np.uint64)])
+    idx = np.flatnonzero(valid)
+    acc = np.zeros(idx.size, np.uint64)
+    w = width[idx]
+    with np.errstate(over="ignore"):
+        for j in range(ngram):
+            term = padded[idx + j] * _MULTIPLIERS[j]
+            acc += np.where(w > j, term, np.uint64(0))
+    return Shingles(splitmix64(acc), rows[idx], tokens)
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) uint64 parameters of the num_perm multiply-add-shift hashes (a odd)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False) | np.uint64(1)
+    b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64, endpoint=False)
+    return a, b
+
+
+def signatures(sh: Shingles, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures: (rows that have shingles, uint32 [n, num_perm])."""
+    if sh.hashes.size == 0:
+        return np.zeros(0, np.int64), np.zeros((0, a.size), np.uint32)
+    boundaries = np.flatnonzero(np.concatenate([[True], sh.doc[1:] != sh.doc[:-1]]))
+    docs = sh.doc[boundaries]
+    x = sh.hashes >> np.uint64(32)
+    sig = np.empty((docs.size, a.size), np.uint32)
+    with np.errstate(over="ignore"):
+        for j in range(a.size):
+            values = (a[j] * x + b[j]) >> np.uint64(32)
+            sig[:, j] = np.minimum.reduceat(values, boundaries)
+    return docs, sig
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 [n, bands]: each band's rows signature values folded into one 64-bit key."""
+    keys = np.empty((sig.shape[0], bands), np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            acc = np.full(sig.shape[0], np.uint64(band + 1) * _MULTIPLIERS[0], np.uint64)
+            for col in range(band * rows, (band + 1) * rows):
+                acc = splitmix64(acc ^ sig[:, col].astype(np.uint64))
+            keys[:, band] = acc
+    return keys
+
+
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed trapz
+
+
+def _collision(s: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    return 1.0 - (1.0 - s**rows) ** bands
+
+
+def optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float = 0.5) -> tuple[int, int]:
+    """Bands and rows (bands*rows <= num_perm) minimising the weighted false-positive area below
+    the threshold plus the false-negative area above it (datasketch's rule, integrated with NumPy).
+    """
+    below = np.linspace(0.0, threshold, 400)
+    above = np.linspace(threshold, 1.0, 400)
+    best, best_cost = (1, num_perm), np.inf
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = _trapezoid(_collision(below, bands, rows), below)
+            fn = _trapezoid(1.0 - _collision(above, bands, rows), above)
+            cost = (1.0 - fn_weight) * fp + fn_weight * fn
+            if cost < best_cost - 1e-12:
+                best, best_cost = (bands, rows), cost
+    return best
+
+
+def jaccard_of_pairs(shingles: pl.DataFrame, pairs: pl.DataFrame, distinct: bool = False) -> pl.Series:
+    """True Jaccard of shingle sets for pairs.
+
+    shingles: columns ``node`` (Int64) and ``sh`` (UInt64), one row per shingle (repeats allowed).
+    pairs: columns ``a``, ``b`` (Int64 nodes). Returns Float64 aligned with pairs' rows.
+    Vectorised: distinct shingles joined on (pair, shingle); no loop over pairs. ``distinct``:
+    the caller guarantees no repeated (node, sh) rows (skips a de-duplication).
+    """
+    sets = shingles if distinct else shingles.unique(["node", "sh"])
+    sizes = sets.group_by("node").len("n")
+    pairs = pairs.select("a", "b").with_row_index("pair")
+    left = pairs.select("pair", node="a").join(sets, on="node")
+    right = pairs.select("pair", node="b").join(sets, on="node")
+    inter = left.join(right, on=["pair", "sh"]).group_by("pair").len("inter")
+    scored = (
+        pairs.join(sizes.rename({"node": "a", "n": "na"}), on="a", how="left")
+        .join(sizes.rename({"node": "b", "n": "nb"}), on="b", how="left")
+        .join(inter, on="pair", how="left")
+        .sort("pair")
+        .with_columns(pl.col("inter", "na", "nb").fill_null(0))
+    )
+    union = scored["na"] + scored["nb"] - scored["inter"]
+    return (scored["inter"] / union.replace(0, None)).fill_null(0.0).alias("similarity")

@@ -1,0 +1,367 @@
+"""The worker side of dedup: module-level functions shipped to `Engine.map`, one pass each.
+
+pass 1 (per input shard): exact keys, shingles, MinHash signatures, band keys → ``_work/bands/
+  p=PPPPP/s=SSSSS.parquet`` (partitioned by a hash of band and bucket key).
+pass 2 (per band partition): buckets → candidate edges → ``_work/edges/s=SSSSS/p=PPPPP.parquet``
+  (partitioned by the input shard of the edge's first document).
+pass 2b (per input shard): edges de-duplicated and, with ``verify``, checked by their true
+  Jaccard (texts re-read and re-shingled for the documents involved only) → ``_work/verified/``.
+lookup (per input shard): true Jaccard of (removed, kept) pairs and ids of referenced rows.
+pass 3 (per input shard): kept rows (+ near_group) → output, removed rows → audit.
+
+A node is a document's global index: ``shard_index << 32 | row``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.dataset import StageOutput, TaskRecord
+from pipeline.dedup import minhash
+
+EXACT_BAND = 65535  # band number of the exact-key "band" in the band files
+ROW_BITS = 32
+EDGE_SCHEMA = {
+    "a": pl.Int64, "b": pl.Int64, "exact": pl.Boolean, "dup": pl.Boolean, "group": pl.Boolean,
+    "score_a": pl.Float64, "score_b": pl.Float64, "ekey_a": pl.UInt64, "ekey_b": pl.UInt64,
+}
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs, shared by every task (pickled: paths, numbers, strings)."""
+
+    shards: list[str]  # input shard paths, index = shard number
+    work: str  # the _work folder
+    output: StageOutput
+    exact: bool
+    near: bool
+    ngram: int
+    num_perm: int
+    seed: int
+    bands: int
+    rows: int
+    group_bands: int  # 0 = no near_group LSH
+    group_rows: int
+    threshold: float
+    group_threshold: float
+    verify: bool
+    verify_margin: float
+    keep: str
+    partitions: int
+    batch_docs: int
+    max_bucket: int
+
+
+def shard_of(node: pl.Expr | np.ndarray):
+    """The input shard number of a node (works on NumPy arrays and Polars expressions)."""
+    return node // (1 << ROW_BITS)
+
+
+def read_rows(path: str, rows: np.ndarray | None, columns: list[str]) -> pl.DataFrame:
+    """Columns of a shard with a ``row`` index, optionally only the given rows."""
+    frame = pl.scan_parquet(path, hive_partitioning=False).select(columns).with_row_index("row")
+    if rows is not None:
+        frame = frame.filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.UInt32).implode()))
+    return frame.collect().with_columns(pl.col("row").cast(pl.Int64))
+
+
+def _record(plan: Plan, task: str, outputs: dict[str, list], counts: dict[str, int],
+            extra: dict[str, Any] | None = None) -> TaskRecord:
+    record = TaskRecord(task=task, fingerprint="", outputs=outputs, counts=counts, extra=extra or {})
+    return plan.output.commit(record)
+
+
+def _score(keep: str, sh: minhash.Shingles, n: int) -> np.ndarray:
+    """What --keep ranks by: first → 0 (ties go to the first document), longest → tokens,
+    best → distinct shingles (most distinct content)."""
+    if keep == "longest":
+        return sh.tokens.astype(np.float64)
+    if keep == "best":
+        frame = pl.DataFrame({"doc": sh.doc, "sh": sh.hashes}).group_by("doc").agg(pl.col("sh").n_unique())
+        score = np.zeros(n, np.float64)
+        score[frame["doc"].to_numpy()] = frame["sh"].to_numpy()
+        return score
+    return np.zeros(n, np.float64)
+
+
+# -- pass 1 ------------------------------------------------------------------------------------
+def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int, plan: Plan,
+                       perm: tuple[np.ndarray, np.ndarray]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Band rows (band, key, node, ekey, score), signatures (row, sig) and distinct shingle sets
+    (row, sh: list, for --verify) of one batch of texts. Pure (unit-testable)."""
+    n = len(texts)
+    nodes = (np.int64(shard) << ROW_BITS) | (np.arange(n, dtype=np.int64) + first_row)
+    ekey = pl.DataFrame({"text": texts}).select(minhash.exact_key("text"))["text"].to_numpy()
+    parts = []
+    signed = pl.DataFrame(schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
+    sets = pl.DataFrame(schema={"row": pl.Int64, "sh": pl.List(pl.UInt64)})
+    sh = minhash.shingle_hashes(texts, plan.ngram) if plan.near or plan.keep != "first" else None
+    score = _score(plan.keep, sh, n) if sh is not None else np.zeros(n)
+    if plan.exact:
+        parts.append(pl.DataFrame({
+            "band": np.full(n, EXACT_BAND, np.uint16), "key": ekey, "node": nodes,
+            "ekey": ekey, "score": score,
+        }))
+    if plan.near:
+        docs, sig = minhash.signatures(sh, *perm)
+        signed = pl.DataFrame({"row": docs + first_row, "sig": sig},
+                              schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
+        if plan.verify:
+            sets = (pl.DataFrame({"row": sh.doc + first_row, "sh": sh.hashes})
+                    .group_by("row").agg(pl.col("sh").unique().sort()).sort("row"))
+        families = [(0, plan.bands, plan.rows), (plan.bands, plan.group_bands, plan.group_rows)]
+        for offset, bands, rows in families:
+            if bands == 0 or docs.size == 0:
+                continue
+            if offset == 0:
+                keys = minhash.band_keys(sig, bands, rows)
+            else:  # the group family uses the signature from the end, independent of the first
+                keys = minhash.band_keys(sig[:, ::-1], bands, rows)
+            parts.append(pl.DataFrame({
+                "band": np.repeat(np.arange(bands, dtype=np.uint16) + offset, docs.size),
+                "key": keys.T.reshape(-1), "node": np.tile(nodes[docs], bands),
+                "ekey": np.tile(ekey[docs], bands), "score": np.tile(score[docs], bands),
+            }))
+    if not parts:
+        return pl.DataFrame(schema={"band": pl.UInt16, "key": pl.UInt64, "node": pl.Int64,
+                                    "ekey": pl.UInt64, "score": pl.Float64}), signed, sets
+    return pl.concat(parts), signed, sets
+
+
+def partition_of(partitions: int) -> pl.Expr:
+    """The band partition of a band row: a hash of (band, key) modulo the partition count."""
+    mixed = pl.col("key") ^ (pl.col("band").cast(pl.UInt64) * pl.lit(0x9E3779B97F4A7C15, pl.UInt64))
+    return ((mixed // (1 << 17)) % partitions).cast(pl.Int32)
+
+
+def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
+    plan, shard = args
+    path = plan.shards[shard]
+    perm = minhash.permutations(plan.num_perm, plan.seed)
+    frame = pl.scan_parquet(path, hive_partitioning=False).select("text")
+    total = frame.select(pl.len()).collect().item()
+    pieces, signed, shingle_sets, text_bytes = [], [], [], 0
+    for start in range(0, max(total, 1), plan.batch_docs):  # an empty shard still writes its files
+        texts = frame.slice(start, plan.batch_docs).collect()["text"]
+        text_bytes += int(texts.str.len_bytes().sum() or 0)
+        band_rows, sigs, sets = band_rows_of_batch(texts, start, shard, plan, perm)
+        pieces.append(band_rows)
+        signed.append(sigs)
+        shingle_sets.append(sets)
+    rows = pl.concat(pieces).with_columns(p=partition_of(plan.partitions))
+    written = []
+    if plan.near:
+        written.append(plan.output.write("work", pl.concat(signed), f"sig/s={shard:05d}.parquet"))
+    if plan.near and plan.verify:
+        written.append(plan.output.write("work", pl.concat(shingle_sets), f"shingles/s={shard:05d}.parquet"))
+    for (part,), piece in sorted(rows.partition_by("p", as_dict=True).items()):
+        rel = f"bands/p={part:05d}/s={shard:05d}.parquet"
+        written.append(plan.output.write("work", piece.drop("p"), rel))
+    return _record(plan, f"pass1:{shard}", {"work": written},
+                   {"docs": total, "band_rows": rows.height}, {"text_bytes": text_bytes})
+
+
+# -- pass 2 ------------------------------------------------------------------------------------
+def bucket_edges(rows: pl.DataFrame, plan: Plan) -> pl.DataFrame:
+    """Candidate edges of band rows: every pair of a bucket (star to its first node above
+    max_bucket); exact buckets give a star of exact edges. Pure (unit-testable)."""
+    attrs = rows.group_by("node").agg(pl.col("score").first(), pl.col("ekey").first())
+    exact = rows.filter(pl.col("band") == EXACT_BAND)
+    near = rows.filter(pl.col("band") != EXACT_BAND)
+    edges = []
+    if exact.height:
+        star = exact.with_columns(a=pl.col("node").min().over("key")).filter(pl.col("node") != pl.col("a"))
+        edges.append(star.select("a", b="node", exact=pl.lit(True), dup=pl.lit(False), group=pl.lit(False)))
+    if near.height:
+        if plan.exact:  # one node per distinct text in a bucket: exact edges join the rest
+            near = near.unique(["band", "key", "ekey"], keep="first", maintain_order=True)
+        near = near.with_columns(size=pl.len().over("band", "key")).filter(pl.col("size") > 1)
+        small = near.filter(pl.col("size") <= plan.max_bucket).select("band", "key", "node")
+        big = near.filter(pl.col("size") > plan.max_bucket)
+        pairs = small.join(small, on=["band", "key"], suffix="_b").filter(pl.col("node") < pl.col("node_b"))
+        pairs = pairs.select("band", a="node", b="node_b")
+        if big.height:
+            star = big.with_columns(a=pl.col("node").min().over("band", "key")).filter(pl.col("node") != pl.col("a"))
+            pairs = pl.concat([pairs, star.select("band", "a", b="node")])
+        is_dup = pl.col("band") < plan.bands
+        edges.append(pairs.group_by("a", "b").agg(exact=pl.lit(False), dup=is_dup.any(), group=(~is_dup).any()))
+    if not edges:
+        return pl.DataFrame(schema=EDGE_SCHEMA)
+    out = pl.concat(edges).group_by("a", "b").agg(pl.col("exact", "dup", "group").any())
+    out = (out.join(attrs.rename({"node": "a", "score": "score_a", "ekey": "ekey_a"}), on="a", how="left")
+              .join(attrs.rename({"node": "b", "score": "score_b", "ekey": "ekey_b"}), on="b", how="left"))
+    return out.select(list(EDGE_SCHEMA)).sort("a", "b")
+
+
+def pass2_partition(args: tuple[Plan, int]) -> TaskRecord:
+    plan, part = args
+    folder = Path(plan.work) / "bands" / f"p={part:05d}"
+    files = sorted(str(f) for f in folder.glob("*.parquet") if not f.name.startswith("."))
+    written, n_edges = [], 0
+    if files:
+        rows = pl.read_parquet(files)
+        edges = bucket_edges(rows, plan)
+        n_edges = edges.height
+        edges = edges.with_columns(s=shard_of(pl.col("a")).cast(pl.Int32))
+        for (shard,), piece in sorted(edges.partition_by("s", as_dict=True).items()):
+            rel = f"edges/s={shard:05d}/p={part:05d}.parquet"
+            written.append(plan.output.write("work", piece.drop("s"), rel))
+    return _record(plan, f"pass2:{part}", {"work": written}, {"candidate_edges": n_edges})
+
+
+# -- pass 2b -----------------------------------------------------------------------------------
+def load_shingles(plan: Plan, nodes: np.ndarray) -> pl.DataFrame:
+    """(node, sh) distinct shingle rows of the given documents, read shard by shard from the
+    shingle files pass 1 wrote (only the rows asked for are kept)."""
+    nodes = np.unique(nodes)
+    frames = []
+    for shard in np.unique(shard_of(nodes)):
+        rows = nodes[shard_of(nodes) == shard] % (1 << ROW_BITS)
+        frame = (pl.scan_parquet(str(Path(plan.work) / "shingles" / f"s={int(shard):05d}.parquet"))
+                 .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode()))
+                 .select(node=pl.col("row") + (int(shard) << ROW_BITS), sh="sh").explode("sh").collect())
+        frames.append(frame)
+    if not frames:
+        return pl.DataFrame(schema={"node": pl.Int64, "sh": pl.UInt64})
+    return pl.concat(frames)
+
+
+def pair_similarity(plan: Plan, pairs: pl.DataFrame, budget: int = 4_000_000) -> pl.Series:
+    """True Jaccard (the truth's definition, over 64-bit shingle hashes) of pairs a, b.
+
+    The shingle sets of the documents involved are read once; pairs are joined in chunks of at
+    most ``budget`` shingles (|A| + |B| summed), which bounds the join's memory."""
+    if pairs.height == 0:
+        return pl.Series("similarity", [], pl.Float64)
+    shingles = load_shingles(plan, np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()]))
+    sizes = shingles.group_by("node").len("n")
+    cost = (pairs.select("a", "b").with_row_index("i")
+            .join(sizes.rename({"node": "a", "n": "na"}), on="a", how="left")
+            .join(sizes.rename({"node": "b", "n": "nb"}), on="b", how="left")
+            .sort("i").select(pl.col("na").fill_null(0) + pl.col("nb").fill_null(0))
+            .to_series().cum_sum().to_numpy())
+    chunk_of = cost // budget
+    bounds = np.flatnonzero(np.diff(chunk_of)) + 1
+    out = []
+    for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [pairs.height]]), strict=True):
+        piece = pairs.slice(int(lo), int(hi - lo))
+        nodes = pl.concat([piece["a"], piece["b"]]).unique().implode()
+        out.append(minhash.jaccard_of_pairs(shingles.filter(pl.col("node").is_in(nodes)), piece,
+                                            distinct=True))
+    return pl.concat(out)
+
+
+def load_signatures(plan: Plan, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted nodes, uint32 [n, num_perm] signatures) of the given documents, shard by shard."""
+    nodes = np.unique(nodes)
+    found, sigs = [], []
+    for shard in np.unique(shard_of(nodes)):
+        rows = nodes[shard_of(nodes) == shard] % (1 << ROW_BITS)
+        frame = (pl.scan_parquet(str(Path(plan.work) / "sig" / f"s={int(shard):05d}.parquet"))
+                 .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode())).collect())
+        found.append((np.int64(shard) << ROW_BITS) | frame["row"].to_numpy())
+        sigs.append(frame["sig"].to_numpy())
+    order = np.argsort(np.concatenate(found))
+    return np.concatenate(found)[order], np.concatenate(sigs)[order]
+
+
+def estimated_similarity(plan: Plan, pairs: pl.DataFrame, chunk: int = 50000) -> np.ndarray:
+    """MinHash estimate of the Jaccard of pairs a, b: the share of equal signature values."""
+    if pairs.height == 0:
+        return np.zeros(0)
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    nodes, sig = load_signatures(plan, np.concatenate([a, b]))
+    ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
+    out = np.empty(a.size)
+    for start in range(0, a.size, chunk):
+        end = start + chunk
+        out[start:end] = (sig[ia[start:end]] == sig[ib[start:end]]).mean(axis=1)
+    return out
+
+
+def pass2b_verify(args: tuple[Plan, int]) -> TaskRecord:
+    plan, shard = args
+    folder = Path(plan.work) / "edges" / f"s={shard:05d}"
+    files = sorted(str(f) for f in folder.glob("*.parquet") if not f.name.startswith("."))
+    if not files:
+        return _record(plan, f"verify:{shard}", {"work": []}, {})
+    edges = (pl.read_parquet(files).group_by("a", "b")
+             .agg(pl.col("exact", "dup", "group").any(), pl.col("score_a", "score_b", "ekey_a", "ekey_b").first())
+             .sort("a", "b"))
+    exact = edges.filter("exact").with_columns(similarity=pl.lit(1.0), checked=pl.lit(True))
+    near = edges.filter(~pl.col("exact"))
+    near = near.with_columns(similarity=pl.Series(estimated_similarity(plan, near), dtype=pl.Float64))
+    checked = 0
+    if plan.verify:
+        # the estimate's standard deviation is <= 0.5/sqrt(num_perm) (0.044 at 128): only
+        # candidates whose estimate lies within verify_margin of the threshold can be judged
+        # wrongly by it, so only they pay for reading shingle sets (verify_margin=1: every one)
+        ambiguous = pl.col("dup") & ((pl.col("similarity") - plan.threshold).abs() < plan.verify_margin)
+        close, rest = near.filter(ambiguous), near.filter(~ambiguous)
+        checked = close.height
+        close = close.with_columns(similarity=pair_similarity(plan, close), checked=pl.lit(True))
+        near = pl.concat([close, rest.with_columns(checked=pl.lit(False))])
+    else:
+        near = near.with_columns(checked=pl.lit(False))
+    grouping = plan.group_bands > 0
+    near = near.with_columns(
+        dup=pl.col("dup") & (pl.col("similarity") >= plan.threshold),
+        group=(pl.col("group") | pl.col("dup")) & (pl.col("similarity") >= plan.group_threshold)
+        & pl.lit(grouping),
+    ).filter(pl.col("dup") | pl.col("group"))
+    out = pl.concat([exact, near]).sort("a", "b")
+    info = plan.output.write("work", out, f"verified/s={shard:05d}.parquet")
+    return _record(plan, f"verify:{shard}", {"work": [info]},
+                   {"verified_pairs": checked, "edges_kept": out.height})
+
+
+# -- lookups -----------------------------------------------------------------------------------
+def lookup_shard(args: tuple[Plan, int, np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """ids of the given rows of a shard, and true Jaccard of (removed, kept) pairs whose removed
+    document is in this shard."""
+    plan, shard, rows, removed, kept = args
+    ids = read_rows(plan.shards[shard], rows, ["id"]).sort("row")
+    sims = np.zeros(0)
+    if removed.size:
+        pairs = pl.DataFrame({"a": removed, "b": kept})
+        sims = (pair_similarity(plan, pairs).to_numpy() if plan.verify
+                else estimated_similarity(plan, pairs))
+    return {"rows": ids["row"].to_numpy(), "ids": ids["id"].to_numpy(), "similarity": sims}
+
+
+# -- pass 3 ------------------------------------------------------------------------------------
+ASSIGN_SCHEMA = {"row": pl.Int64, "removed": pl.Boolean, "kept_id": pl.String, "kind": pl.String,
+                 "similarity": pl.Float64, "near_group": pl.String}
+
+
+def apply_assignment(frame: pl.DataFrame, assign: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(kept rows with near_group, removed rows with kept_id, kind, similarity, reason). Pure."""
+    frame = frame.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    joined = frame.join(assign.cast(ASSIGN_SCHEMA), on="row", how="left", maintain_order="left")
+    removed = pl.col("removed").fill_null(False)
+    kept = (joined.filter(~removed)
+            .with_columns(near_group=pl.coalesce("near_group", "id"))
+            .drop("row", "removed", "kept_id", "kind", "similarity"))
+    dropped = (joined.filter(removed)
+               .with_columns(reason=pl.col("kind") + "_duplicate")
+               .drop("row", "removed", "near_group"))
+    return kept, dropped
+
+
+def pass3_shard(args: tuple[Plan, int, str, str, pl.DataFrame]) -> TaskRecord:
+    plan, shard, task, relpath, assign = args
+    frame = pl.read_parquet(plan.shards[shard], hive_partitioning=False)
+    kept, dropped = apply_assignment(frame, assign)
+    outputs = {"main": [plan.output.write("main", kept, relpath)]}
+    if dropped.height:
+        outputs["duplicates"] = [plan.output.write("duplicates", dropped, relpath)]
+    counts = {"rows_out": kept.height}
+    for kind, n in dropped.group_by("kind").len().iter_rows():
+        counts[f"dropped:{kind}_duplicate"] = n
+    return _record(plan, task, outputs, counts)

@@ -1,0 +1,178 @@
+"""dedup on the SPDX licence texts against their exact near-duplicate truth, plus the pieces."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import pipeline.dedup as dedup
+from pipeline.config import ConfigError, validate_options
+from pipeline.dataset import Dataset, write_shard
+from pipeline.dedup import minhash
+
+
+def truth_shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    """The truth's definition (shared/data/README.md), written independently of the stage."""
+    tokens = re.findall(r"\w+", text.lower())
+    if len(tokens) < n:
+        return {tuple(tokens)}
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+@pytest.fixture(scope="module")
+def spdx(shared_data: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    folder = shared_data / "neardup"
+    return pl.read_ndjson(folder / "spdx_licenses.jsonl"), pl.read_ndjson(folder / "spdx_pairs.jsonl")
+
+
+@pytest.fixture(scope="module")
+def spdx_input(spdx, tmp_path_factory) -> Path:
+    docs, _ = spdx
+    root = tmp_path_factory.mktemp("spdx") / "clean"
+    for i in range(3):  # three shards, so duplicates must be found across shards
+        write_shard(docs.slice(i * 250, 250).select("id", "text"), root, f"part-{i}.parquet")
+    return root
+
+
+def recall_precision(removed: pl.DataFrame, truth: pl.DataFrame) -> tuple[float, float]:
+    kept_of = dict(zip(removed["id"], removed["kept_id"], strict=True))
+    strong = truth.filter(pl.col("jaccard") >= 0.8)
+    together = sum(kept_of.get(a, a) == kept_of.get(b, b) for a, b in strong.select("a", "b").iter_rows())
+    partners = set(truth["a"]) | set(truth["b"])
+    precise = sum(doc in partners for doc in removed["id"])
+    return together / strong.height, precise / max(1, removed.height)
+
+
+def test_shingle_jaccard_equals_the_truth(spdx):
+    docs, truth = spdx
+    texts = dict(zip(docs["id"], docs["text"], strict=True))
+    sample = truth.sort("a", "b").head(40)
+    ids = sorted(set(sample["a"]) | set(sample["b"]))
+    node = {doc: i for i, doc in enumerate(ids)}
+    sh = minhash.shingle_hashes(pl.Series([texts[i] for i in ids]), 5)
+    shingles = pl.DataFrame({"node": sh.doc, "sh": sh.hashes})
+    pairs = pl.DataFrame({"a": [node[a] for a in sample["a"]], "b": [node[b] for b in sample["b"]]})
+    ours = minhash.jaccard_of_pairs(shingles, pairs).to_numpy()
+    assert np.allclose(ours, sample["jaccard"].to_numpy(), atol=1e-3)
+    # and the independent Python definition agrees on one pair
+    a, b = sample.row(0)[:2]
+    sa, sb = truth_shingles(texts[a]), truth_shingles(texts[b])
+    assert abs(len(sa & sb) / len(sa | sb) - ours[0]) < 1e-3
+
+
+def test_short_texts_are_one_shingle_and_empty_texts_none():
+    sh = minhash.shingle_hashes(pl.Series(["one two", "One, TWO!", "", None, "a b c d e f"]), 5)
+    assert sh.tokens.tolist() == [2, 2, 0, 0, 6]
+    assert sh.doc.tolist() == [0, 1, 4, 4]
+    assert sh.hashes[0] == sh.hashes[1]  # same tokens after lower-casing → same shingle
+
+
+def test_minhash_estimates_jaccard(spdx):
+    docs, truth = spdx
+    texts = dict(zip(docs["id"], docs["text"], strict=True))
+    row = truth.filter(pl.col("jaccard").is_between(0.75, 0.9)).sort("a").row(0, named=True)
+    sh = minhash.shingle_hashes(pl.Series([texts[row["a"]], texts[row["b"]]]), 5)
+    _, sig = minhash.signatures(sh, *minhash.permutations(512, 7))
+    assert abs((sig[0] == sig[1]).mean() - row["jaccard"]) < 0.08
+
+
+def test_bands_and_rows_are_derived_and_validated():
+    assert dedup.bands_and_rows(dedup.Options()) == (16, 8)
+    assert dedup.bands_and_rows(dedup.Options(threshold=0.9)) == (9, 14)
+    assert dedup.bands_and_rows(dedup.Options(bands=32)) == (32, 4)
+    with pytest.raises(ConfigError, match="num_perm"):
+        validate_options(dedup.Options, {"bands": 20, "rows": 10}, "[dedup]")
+    with pytest.raises(ConfigError, match="threshold"):
+        validate_options(dedup.Options, {"threshold": 1.5}, "[dedup]")
+
+
+def test_spdx_recall_and_precision_against_truth(spdx, spdx_input, tmp_path, local_engine):
+    _, truth = spdx
+    output = tmp_path / "unique"
+    result = dedup.run([spdx_input], output, dedup.Options(), local_engine)
+    removed = pl.read_parquet(tmp_path / "duplicates" / "*.parquet")
+    kept = Dataset(output).scan().collect()
+    recall, precision = recall_precision(removed, truth)
+    assert recall >= 0.95, recall
+    assert precision >= 0.98, precision
+    assert result.rows_in == 728 == result.rows_out + sum(result.dropped.values())
+    assert result.dropped["exact_duplicate"] == 29  # e.g. AGPL-3.0 = AGPL-3.0-only
+    assert set(removed.columns) >= {"id", "text", "kept_id", "kind", "similarity", "reason"}
+    assert set(removed["kept_id"]) <= set(kept["id"])
+    near = removed.filter(pl.col("kind") == "near")
+    # similarity is the true Jaccard to the kept document (a component can chain below 0.8)
+    key = {tuple(sorted(p)): j for *p, j in truth.select("a", "b", "jaccard").iter_rows()}
+    known = [(s, key[tuple(sorted((d, k)))]) for d, k, s in near.select("id", "kept_id", "similarity").iter_rows()
+             if tuple(sorted((d, k))) in key]
+    assert len(known) >= 0.9 * near.height
+    assert all(abs(ours - theirs) < 1e-3 for ours, theirs in known)
+    assert removed.filter(pl.col("kind") == "exact")["similarity"].to_list() == [1.0] * 29
+    # near_group: the looser groups; a kept licence and its 0.5-similar siblings share one
+    assert kept["near_group"].null_count() == 0
+    assert kept["near_group"].n_unique() < kept.height
+    assert set(kept["near_group"]) <= set(kept["id"])
+    assert not (output / "_work").exists()
+
+
+def test_dask_engine_same_bytes_and_resume(spdx_input, tmp_path, local_engine, dask_engine):
+    options = dedup.Options(keep="longest")
+    local = dedup.run([spdx_input], tmp_path / "a" / "unique", options, local_engine)
+    dist = dedup.run([spdx_input], tmp_path / "b" / "unique", options, dask_engine)
+    assert local.rows_out == dist.rows_out and local.dropped == dist.dropped
+    for name in ("unique", "duplicates"):
+        ma = json.loads((tmp_path / "a" / name / "_manifest.json").read_text())
+        mb = json.loads((tmp_path / "b" / name / "_manifest.json").read_text())
+        assert ma["content_sha256"] == mb["content_sha256"], name
+    again = dedup.run([spdx_input], tmp_path / "b" / "unique", options, dask_engine)
+    assert again.skipped_tasks == 3 and again.rows_out == dist.rows_out
+    # keep=longest: every removed near duplicate is no longer than what was kept
+    removed = pl.read_parquet(tmp_path / "b" / "duplicates" / "*.parquet")
+    kept = Dataset(tmp_path / "b" / "unique").scan().collect()
+    lengths = dict(zip(kept["id"], kept["text"].str.extract_all(r"\w+").list.len(), strict=True))
+    removed_len = removed["text"].str.extract_all(r"\w+").list.len()
+    assert all(n <= lengths[k] for n, k in zip(removed_len, removed["kept_id"], strict=True))
+
+
+def test_exact_only_normalises_case_and_whitespace(tmp_path, local_engine):
+    docs = pl.DataFrame({
+        "id": ["a", "b", "c", "d"],
+        "text": ["Hello   World\n", "hello world", "Hello there world", "HELLO\tWORLD"],
+    })
+    write_shard(docs, tmp_path / "in", "part-0.parquet")
+    result = dedup.run([tmp_path / "in"], tmp_path / "unique", dedup.Options(near=False), local_engine)
+    assert result.dropped == {"exact_duplicate": 2} and result.rows_out == 2
+    removed = pl.read_parquet(tmp_path / "duplicates" / "*.parquet").sort("id")
+    assert removed["id"].to_list() == ["b", "d"] and removed["kept_id"].to_list() == ["a", "a"]
+    kept = pl.read_parquet(tmp_path / "unique" / "*.parquet")
+    assert kept["near_group"].to_list() == kept["id"].to_list()
+
+
+def test_cli_help_and_run(spdx_input, tmp_path):
+    from pipeline.cli import cli
+
+    runner = CliRunner()
+    help_text = runner.invoke(cli, ["dedup", "--help"]).output
+    for flag in ("--threshold", "--ngram", "--num-perm", "--bands", "--rows", "--verify / --no-verify",
+                 "--keep", "--group-threshold", "--audit", "--exact / --no-exact"):
+        assert flag in help_text
+    audit = tmp_path / "audit"
+    out = runner.invoke(cli, ["dedup", "--input", str(spdx_input), "--output", str(tmp_path / "u"),
+                              "--audit", str(audit), "--threshold", "0.9", "--workers", "0"])
+    assert out.exit_code == 0, out.output
+    assert "16 bands" not in out.output  # 0.9 derives its own bands
+    assert Dataset(audit).rows() > 29
+
+
+def test_keep_scores():
+    from pipeline.dedup.passes import _score
+
+    sh = minhash.shingle_hashes(pl.Series(["a b c d e a b c d e", "a b c d e f"]), 5)
+    assert _score("longest", sh, 2).tolist() == [10.0, 6.0]
+    assert _score("best", sh, 2).tolist() == [5.0, 2.0]  # distinct shingles
+    assert _score("first", sh, 2).tolist() == [0.0, 0.0]
