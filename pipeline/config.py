@@ -52,8 +52,10 @@ class EngineOptions(Options):
 class DemoSiteOptions(Options):
     modules: int = 400
     """How many standard-library modules the local documentation site renders (pydoc)."""
-    port: int = 0
-    """Port on 127.0.0.1 (0 = any free port). Seeds may say {demo_site} for its base URL."""
+    port: int = 8765
+    """Port on 127.0.0.1 (0 = any free port; a taken port falls back to a free one). A fixed
+    port keeps the seed URLs, and so the crawl's fingerprint, the same from run to run, so a
+    re-run resumes. Seeds may say {demo_site} for the site's base URL."""
 
 
 def _job_model() -> type[BaseModel]:

@@ -39,6 +39,13 @@ def stdlib_modules(limit: int) -> list[str]:
     return names[:limit]
 
 
+def servable(name: str, roots: set[str]) -> bool:
+    """A standard-library module the site may import: never a `__main__` (importing one runs
+    the program, e.g. `venv.__main__` creates a virtual environment)."""
+    parts = name.split(".")
+    return parts[0] in roots and "__main__" not in parts and all(p.isidentifier() for p in parts)
+
+
 def render_module(name: str) -> str | None:
     """pydoc's HTML page for a module, or None if it cannot be imported."""
     with warnings.catch_warnings():
@@ -56,6 +63,7 @@ class DemoSite:
     """Context manager: serves the site from a background thread; `.url` is its base URL."""
 
     def __init__(self, modules: int = 400, port: int = 0):
+        """port 0 takes any free port; a taken fixed port falls back to a free one."""
         self.modules = stdlib_modules(modules)
         # the index lists public modules; any standard-library module a page links to is served
         self.allowed_roots = set(sys.stdlib_module_names) - SKIP
@@ -89,7 +97,7 @@ class DemoSite:
 
     async def _page(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name.split(".")[0] not in self.allowed_roots:
+        if not servable(name, self.allowed_roots):
             raise web.HTTPNotFound()
         html = await self._render(name)
         if html is None:
@@ -106,7 +114,11 @@ class DemoSite:
         runner = web.AppRunner(app, access_log=None)
         loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", self.port)
-        loop.run_until_complete(site.start())
+        try:
+            loop.run_until_complete(site.start())
+        except OSError:  # the port is taken: any free one will do (resume then re-crawls)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._ready.set()

@@ -110,7 +110,7 @@ class Engine:
                 threads_per_worker=self.threads_per_worker,
                 memory_limit=self.memory_limit,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: two jobs on one machine never collide
                 silence_logs=logging.CRITICAL,  # failures surface as ShardError
             )
             self.client = Client(self.cluster)
@@ -128,7 +128,10 @@ class Engine:
             return "in-process (workers=0)"
         if self.scheduler:
             return f"Dask scheduler {self.scheduler}"
-        return f"Dask LocalCluster, {self.workers} workers, memory_limit={self.memory_limit}"
+        from dask.utils import format_bytes
+
+        limit = format_bytes(self.memory_limit) if isinstance(self.memory_limit, int) else self.memory_limit
+        return f"Dask LocalCluster, {self.workers} workers, memory_limit={limit} per worker"
 
     @property
     def n_workers(self) -> int:

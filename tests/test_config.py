@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import ConfigError, Job
@@ -18,8 +20,9 @@ def write(tmp_path, text: str):
     return path
 
 
-def test_the_shipped_jobs_validate():
-    job = Job.load(DEMO)
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.toml")), ids=lambda p: p.name)
+def test_the_shipped_jobs_validate(path):
+    job = Job.load(path)
     assert job.stages[0] == "fetch" and job.stages[-1] == "report"
     assert job.options("dedup").seed == job.config.job.seed
 
