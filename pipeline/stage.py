@@ -135,6 +135,35 @@ def result_from_records(
     )
 
 
+def map_tasks(
+    inputs: list[str | Path],
+    transform: Callable[[pl.LazyFrame, Any], ShardOutput],
+    options: Any,
+    output: StageOutput,
+) -> tuple[list[Path], list[MapTask]]:
+    """Every input shard in order, and one MapTask per shard writing under the same relative path.
+
+    Stages with a global fit (features, cluster, label) create their StageOutput, fit into it,
+    then map with these tasks; `run_map_stage` is the same without the fit.
+    """
+    pairs = input_shards(inputs)
+    tasks = []
+    for index, (root, shard) in enumerate(pairs):
+        rel = shard_relpath(root, shard)
+        # several inputs may share relative names; the prefix keeps output shards distinct
+        relpath = rel if len(inputs) == 1 else f"in{index:05d}-{Path(rel).name}"
+        tasks.append(MapTask(key=f"{root}/{rel}", shard=shard, relpath=relpath,
+                             transform=transform, options=options, output=output))
+    return [shard for _, shard in pairs], tasks
+
+
+def pending_tasks(output: StageOutput, tasks: list[MapTask]) -> tuple[list[MapTask], list[TaskRecord]]:
+    """Tasks still to run, and the records of those an earlier run finished."""
+    todo_keys, done = output.pending(t.key for t in tasks)
+    keys = set(todo_keys)
+    return [t for t in tasks if t.key in keys], done
+
+
 def run_map_stage(
     stage: str,
     transform: Callable[[pl.LazyFrame, Any], ShardOutput],
@@ -147,18 +176,9 @@ def run_map_stage(
     """Run a per-shard transform over every input shard, resumably. See the module docstring."""
     started = time.perf_counter()
     output = StageOutput(stage, options.fingerprint_dict(), inputs, outputs, fresh=fresh)
-    pairs = input_shards(inputs)
-    tasks = []
-    for index, (root, shard) in enumerate(pairs):
-        rel = shard_relpath(root, shard)
-        # several inputs may share relative names; prefix keeps output shards distinct
-        relpath = rel if len(inputs) == 1 else f"in{index:05d}-{Path(rel).name}"
-        tasks.append(MapTask(key=f"{root}/{rel}", shard=shard, relpath=relpath,
-                             transform=transform, options=options, output=output))
-    todo_keys, done = output.pending(t.key for t in tasks)
-    todo = [t for t in tasks if t.key in set(todo_keys)]
+    shards, tasks = map_tasks(inputs, transform, options, output)
+    todo, done = pending_tasks(output, tasks)
     records = engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc=stage)
     records = done + records
     output.finalize(records)
-    return result_from_records(stage, records, count_rows([s for _, s in pairs]), output,
-                               started, skipped=len(done))
+    return result_from_records(stage, records, count_rows(shards), output, started, skipped=len(done))

@@ -27,13 +27,14 @@ from pipeline.config import ConfigError
 from pipeline.dataset import StageOutput, write_json_atomic
 from pipeline.engine import Engine
 from pipeline.features import vectors
-from pipeline.features.tasks import pending, shard_tasks
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import (
     ShardOutput,
     StageResult,
     count_rows,
     execute_map_task,
+    map_tasks,
+    pending_tasks,
     result_from_records,
 )
 
@@ -165,7 +166,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     started = time.perf_counter()
     output = Path(output)
     stage_output = StageOutput("cluster", options.fingerprint_dict(), inputs, {"main": output}, fresh=fresh)
-    shards, _ = shard_tasks(inputs, None, None, stage_output)
+    shards, _ = map_tasks(inputs, None, None, stage_output)
     models = output / MODELS
     schema = dict(pl.read_parquet_schema(shards[0]))
     try:
@@ -176,8 +177,8 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     total = count_rows(shards)
     fraction = min(1.0, options.sample_size / max(total, 1))
     plan = Plan(options, spec, models / CENTRES, fraction)
-    _, tasks = shard_tasks(inputs, assign_shard, plan, stage_output)
-    todo, done = pending(stage_output, tasks)
+    _, tasks = map_tasks(inputs, assign_shard, plan, stage_output)
+    todo, done = pending_tasks(stage_output, tasks)
     if todo or not (models / MODEL_META).exists():
         from threadpoolctl import threadpool_limits
 

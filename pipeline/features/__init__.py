@@ -28,13 +28,14 @@ from pipeline.config import ConfigError
 from pipeline.dataset import StageOutput
 from pipeline.engine import Engine
 from pipeline.features import numeric, text, vectors, word2vec
-from pipeline.features.tasks import pending, shard_tasks
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import (
     ShardOutput,
     StageResult,
     count_rows,
     execute_map_task,
+    map_tasks,
+    pending_tasks,
     result_from_records,
 )
 
@@ -266,8 +267,8 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     stage_output = StageOutput("features", options.fingerprint_dict(), inputs, {"main": output}, fresh=fresh)
     models = output / MODELS
     plan = Plan(options, models)
-    shards, tasks = shard_tasks(inputs, transform_shard, plan, stage_output)
-    todo, done = pending(stage_output, tasks)
+    shards, tasks = map_tasks(inputs, transform_shard, plan, stage_output)
+    todo, done = pending_tasks(stage_output, tasks)
     check_input(shards, options)
     work = output / WORK
     try:

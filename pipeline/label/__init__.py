@@ -28,7 +28,6 @@ from pipeline.config import ConfigError
 from pipeline.dataset import StageOutput, file_sha256, write_json_atomic
 from pipeline.engine import Engine
 from pipeline.features import vectors
-from pipeline.features.tasks import pending, shard_tasks
 from pipeline.label import labelmap, propagate
 from pipeline.schema import rejected_folder
 from pipeline.stage import (
@@ -37,6 +36,8 @@ from pipeline.stage import (
     StageResult,
     count_rows,
     execute_map_task,
+    map_tasks,
+    pending_tasks,
     result_from_records,
 )
 from pipeline.stage import Options as StageOptions
@@ -196,7 +197,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     stage_output = StageOutput("label", plan.fingerprint_dict(), inputs,
                                {"main": output, "rejected": rejected_folder(output)}, fresh=fresh)
     transform = seeds_shard if plan.mode == "seeds" else map_shard
-    shards, tasks = shard_tasks(inputs, transform, plan, stage_output)
+    shards, tasks = map_tasks(inputs, transform, plan, stage_output)
     details: dict = {"mode": plan.mode}
     if plan.mode == "map" and "cluster" not in pl.read_parquet_schema(shards[0]):
         raise ConfigError(f"pipeline label: {inputs[0]} has no `cluster` column; run `pipeline cluster` "
@@ -210,7 +211,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
 
         plan.spec = VectorSpec(columns, options.normalize, _n_features(inputs))
         plan.models = output / MODELS
-    todo, done = pending(stage_output, tasks)
+    todo, done = pending_tasks(stage_output, tasks)
     if plan.mode == "seeds":
         import json
 
