@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -73,6 +74,7 @@ class Engine:
         threads_per_worker: int = 1,
         retries: int = 1,
         progress: bool | None = None,
+        no_worker_timeout: float = 120.0,
     ):
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.memory_limit = parse_memory(memory_limit)
@@ -80,6 +82,7 @@ class Engine:
         self.threads_per_worker = threads_per_worker
         self.retries = retries
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.no_worker_timeout = no_worker_timeout
         self.client = None
         self.cluster = None
 
@@ -164,7 +167,7 @@ class Engine:
                     bar.update()
                 return results
             self.start()
-            from distributed import as_completed
+            from distributed import wait
 
             futures = [
                 self.client.submit(
@@ -175,17 +178,36 @@ class Engine:
             ]
             index = {f.key: i for i, f in enumerate(futures)}
             results: list[Any] = [None] * len(futures)
+            pending = set(futures)
+            workerless_since: float | None = None
             try:
-                for future in as_completed(futures):
-                    if future.status == "error":
-                        exc = future.exception()
-                        if isinstance(exc, ShardError):
-                            raise exc
-                        raise ShardError(labels[index[future.key]], repr(exc))
-                    results[index[future.key]] = future.result()
-                    bar.update()
+                while pending:
+                    try:
+                        done, pending = wait(pending, timeout=5, return_when="FIRST_COMPLETED")
+                    except TimeoutError:
+                        done = set()
+                    if not done:
+                        # a cluster whose workers all died (OOM-killed, killed by hand) never
+                        # finishes: say so instead of waiting forever
+                        if self.client.scheduler_info().get("workers"):
+                            workerless_since = None
+                        elif workerless_since is None:
+                            workerless_since = time.monotonic()
+                        elif time.monotonic() - workerless_since > self.no_worker_timeout:
+                            raise RuntimeError(
+                                f"{desc}: no Dask worker alive for {self.no_worker_timeout:.0f} s "
+                                f"({self.describe()}); finished shards are kept, re-run to resume")
+                        continue
+                    for future in done:
+                        if future.status == "error":
+                            exc = future.exception()
+                            if isinstance(exc, ShardError):
+                                raise exc
+                            raise ShardError(labels[index[future.key]], repr(exc))
+                        results[index[future.key]] = future.result()
+                        bar.update()
             except BaseException:
-                self.client.cancel(futures)
+                self.client.cancel(list(pending))
                 raise
             return results
         finally:

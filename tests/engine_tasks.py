@@ -5,3 +5,4 @@ def square_or_fail(x: int) -> int:
     if x == 3:
         raise ValueError(f"cannot take item {x}")
     return x * x
+

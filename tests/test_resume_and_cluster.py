@@ -126,3 +126,34 @@ def test_external_cluster_gives_the_local_output(sms_docs, tmp_path, external_cl
                           check=True, capture_output=True, text=True, timeout=300)
     assert "in=5574" in done.stdout
     assert shard_digests(remote) == shard_digests(local)
+
+
+def test_a_cluster_without_workers_fails_clearly_instead_of_hanging():
+    """A scheduler whose workers are gone (OOM-killed, killed by hand) must not hang a stage."""
+    import math
+
+    from pipeline.engine import Engine
+
+    port = free_port()
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        engine = Engine(scheduler=f"tcp://127.0.0.1:{port}", progress=False, no_worker_timeout=3)
+        deadline = time.time() + 60
+        while True:  # the scheduler needs a moment to listen
+            try:
+                engine.start()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        started = time.time()
+        with pytest.raises(RuntimeError, match="no Dask worker alive"):
+            engine.map(math.factorial, [1, 2, 3], desc="probe")  # importable by the scheduler too
+        assert time.time() - started < 60
+        engine.close()
+    finally:
+        os.killpg(scheduler.pid, signal.SIGTERM)
+        scheduler.wait(20)
