@@ -17,6 +17,7 @@ import polars as pl
 # `(?-u:\b)` is an ASCII word boundary: these kinds are ASCII, and a Unicode \b keeps the regex
 # engine off its fast path on non-ASCII text (10x slower on real pages)
 MARK = "\ue000"  # private-use character: fences candidates while a text is split and rejoined
+CANDIDATE = "\ue001"  # private-use character: starts a candidate piece
 
 EMAIL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?-u:\b)"
 IBAN = r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)"
@@ -113,13 +114,16 @@ KINDS: dict[str, PiiKind] = {
 
 def _validated(text: pl.Expr, kind: PiiKind) -> tuple[pl.Expr, pl.Expr]:
     """(masked text, count) for a kind whose candidates are checked one by one."""
-    fence = f"${{1}}{MARK}${{2}}{MARK}${{3}}" if kind.groups else f"{MARK}$0{MARK}"
+    # a candidate piece starts with CANDIDATE, so every step below is elementwise: Polars
+    # evaluates it once over all pieces of all rows instead of once per row
+    fence = f"${{1}}{MARK}{CANDIDATE}${{2}}{MARK}${{3}}" if kind.groups else f"{MARK}{CANDIDATE}$0{MARK}"
     pieces = text.str.replace_all(kind.pattern, fence).str.split(MARK)
-    # pieces at odd positions are candidates (the text starts with a non-candidate piece)
-    odd = (pl.int_range(pl.len()) % 2) == 1
+    e = pl.element()
+    is_candidate = e.str.starts_with(CANDIDATE)
+    value = e.str.strip_prefix(CANDIDATE)
     # the checks run on candidates only: the text between them is blanked for the check
-    hit = odd & kind.valid(pl.when(odd).then(pl.element()).otherwise(pl.lit("")))
-    masked = pieces.list.eval(pl.when(hit).then(pl.lit(kind.placeholder)).otherwise(pl.element())).list.join("")
+    hit = is_candidate & kind.valid(pl.when(is_candidate).then(value).otherwise(pl.lit("")))
+    masked = pieces.list.eval(pl.when(hit).then(pl.lit(kind.placeholder)).otherwise(value)).list.join("")
     count = pieces.list.eval(hit).list.sum().cast(pl.Int64)
     has = text.str.contains(kind.pattern)
     return pl.when(has).then(masked).otherwise(text), pl.when(has).then(count).otherwise(0)

@@ -45,17 +45,30 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def normalised_text(column: str = "text") -> pl.Expr:
-    """The text exact duplicates are judged on: NFKC, lower case, whitespace runs → one space."""
-    return (
-        pl.col(column).fill_null("").str.normalize("NFKC").str.to_lowercase()
-        .str.replace_all(r"\s+", " ").str.strip_chars()
-    )
+def normalised_text(column: str = "text", nfkc: bool = True) -> pl.Expr:
+    """The text exact duplicates are judged on: NFKC, lower case, whitespace runs → one space.
+    ``nfkc=False`` skips NFKC (the identity on ASCII text, see `exact_keys`)."""
+    text = pl.col(column).fill_null("")
+    if nfkc:
+        text = text.str.normalize("NFKC")
+    return text.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
 def exact_key(column: str = "text") -> pl.Expr:
     """xxHash64 of the normalised text (UInt64)."""
     return xxhash64(normalised_text(column))
+
+
+def exact_keys(texts: pl.Series) -> np.ndarray:
+    """`exact_key` of each text (uint64), NFKC applied only to the texts with a non-ASCII byte:
+    NFKC leaves ASCII unchanged, and it is most of the cost on mostly-ASCII corpora."""
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+    wide = frame.select(pl.col("text").str.contains(r"[^\x00-\x7F]").fill_null(False))["text"].to_numpy()
+    out = np.empty(frame.height, np.uint64)
+    out[~wide] = frame.filter(~pl.Series(wide)).select(xxhash64(normalised_text("text", nfkc=False)))[:, 0].to_numpy()
+    if wide.any():
+        out[wide] = frame.filter(pl.Series(wide)).select(exact_key("text"))[:, 0].to_numpy()
+    return out
 
 
 @dataclass
@@ -124,9 +137,13 @@ def signatures(sh: Shingles, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, 
     docs = sh.doc[boundaries]
     x = sh.hashes >> np.uint64(32)
     sig = np.empty((docs.size, a.size), np.uint32)
+    values = np.empty_like(x)  # one buffer reused by every permutation (no allocation per pass)
+    shift = np.uint64(32)
     with np.errstate(over="ignore"):
         for j in range(a.size):
-            values = (a[j] * x + b[j]) >> np.uint64(32)
+            np.multiply(x, a[j], out=values)
+            np.add(values, b[j], out=values)
+            np.right_shift(values, shift, out=values)
             sig[:, j] = np.minimum.reduceat(values, boundaries)
     return docs, sig
 
@@ -167,26 +184,68 @@ def optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float = 0.5) 
     return best
 
 
+def jaccard_of_sets(node: np.ndarray, sh: np.ndarray, a: np.ndarray, b: np.ndarray,
+                    budget: int = 4_000_000) -> np.ndarray:
+    """True Jaccard of the shingle sets of nodes a[i], b[i] (float64 per pair).
+
+    node, sh: one row per shingle of each document (any order, repeats allowed). Vectorised:
+    shingles get dense ids (``np.unique``), so the distinct ``node_index << 32 | shingle_id``
+    values are one sorted uint64 array in which each document's set is a run; every shingle of
+    the smaller set of a pair is looked up in the larger set's run with one ``np.searchsorted``
+    and hits are counted per pair with ``np.bincount``. No loop over pairs: pairs go in chunks
+    of at most ``budget`` looked-up shingles (bounds memory).
+    """
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    out = np.zeros(a.size, np.float64)
+    if a.size == 0 or sh.size == 0:
+        return out
+    uniq, node_index = np.unique(np.asarray(node, np.int64), return_inverse=True)
+    dense_sh, dense = np.unique(np.asarray(sh, np.uint64), return_inverse=True)
+    if dense_sh.size >= 1 << 32:
+        raise ValueError("more than 2**32 distinct shingles in one verification task")
+    shift, low = np.uint64(32), np.uint64(0xFFFFFFFF)
+    key = np.sort((node_index.astype(np.uint64) << shift) | dense.astype(np.uint64))
+    key = key[np.concatenate([[True], key[1:] != key[:-1]])]  # (np.unique hashes: slower here)
+    counts = np.bincount((key >> shift).astype(np.int64), minlength=uniq.size)
+    starts = np.cumsum(counts) - counts
+
+    def index(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i = np.minimum(np.searchsorted(uniq, nodes), uniq.size - 1)
+        return i, np.where(uniq[i] == nodes, counts[i], 0)
+
+    ia, na = index(a)
+    ib, nb = index(b)
+    swap = na > nb
+    small, big = np.where(swap, ib, ia), np.where(swap, ia, ib)
+    n_small = np.minimum(na, nb)
+    chunk_of = (np.cumsum(n_small) - n_small) // budget
+    bounds = np.flatnonzero(np.diff(chunk_of)) + 1
+    inter = np.zeros(a.size, np.int64)
+    for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [a.size]]), strict=True):
+        sizes = n_small[lo:hi]
+        total = int(sizes.sum())
+        if total == 0:
+            continue
+        pair = np.repeat(np.arange(lo, hi), sizes)
+        first = np.cumsum(sizes) - sizes
+        pos = starts[small[pair]] + (np.arange(total) - np.repeat(first, sizes))
+        query = (big[pair].astype(np.uint64) << shift) | (key[pos] & low)
+        found = np.minimum(np.searchsorted(key, query), key.size - 1)
+        inter[lo:hi] = np.bincount(pair[key[found] == query] - lo, minlength=hi - lo)
+    union = na + nb - inter
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
 def jaccard_of_pairs(shingles: pl.DataFrame, pairs: pl.DataFrame, distinct: bool = False) -> pl.Series:
     """True Jaccard of shingle sets for pairs.
 
     shingles: columns ``node`` (Int64) and ``sh`` (UInt64), one row per shingle (repeats allowed).
     pairs: columns ``a``, ``b`` (Int64 nodes). Returns Float64 aligned with pairs' rows.
-    Vectorised: distinct shingles joined on (pair, shingle); no loop over pairs. ``distinct``:
-    the caller guarantees no repeated (node, sh) rows (skips a de-duplication).
+    ``distinct`` is accepted for compatibility (repeats are dropped either way).
     """
-    sets = shingles if distinct else shingles.unique(["node", "sh"])
-    sizes = sets.group_by("node").len("n")
-    pairs = pairs.select("a", "b").with_row_index("pair")
-    left = pairs.select("pair", node="a").join(sets, on="node")
-    right = pairs.select("pair", node="b").join(sets, on="node")
-    inter = left.join(right, on=["pair", "sh"]).group_by("pair").len("inter")
-    scored = (
-        pairs.join(sizes.rename({"node": "a", "n": "na"}), on="a", how="left")
-        .join(sizes.rename({"node": "b", "n": "nb"}), on="b", how="left")
-        .join(inter, on="pair", how="left")
-        .sort("pair")
-        .with_columns(pl.col("inter", "na", "nb").fill_null(0))
-    )
-    union = scored["na"] + scored["nb"] - scored["inter"]
-    return (scored["inter"] / union.replace(0, None)).fill_null(0.0).alias("similarity")
+    node = shingles["node"].to_numpy()
+    sh = shingles["sh"].to_numpy()
+    sims = jaccard_of_sets(node, sh, pairs["a"].to_numpy(), pairs["b"].to_numpy())
+    return pl.Series("similarity", sims, pl.Float64)

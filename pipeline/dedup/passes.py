@@ -5,7 +5,7 @@ pass 1 (per input shard): exact keys, shingles, MinHash signatures, band keys �
 pass 2 (per band partition): buckets → candidate edges → ``_work/edges/s=SSSSS/p=PPPPP.parquet``
   (partitioned by the input shard of the edge's first document).
 pass 2b (per input shard): edges de-duplicated and, with ``verify``, checked by their true
-  Jaccard (texts re-read and re-shingled for the documents involved only) → ``_work/verified/``.
+  Jaccard (from the shingles pass 1 stored, read for the documents involved only) → ``_work/verified/``.
 lookup (per input shard): true Jaccard of (removed, kept) pairs and ids of referenced rows.
 pass 3 (per input shard): kept rows (+ near_group) → output, removed rows → audit.
 
@@ -93,14 +93,14 @@ def _score(keep: str, sh: minhash.Shingles, n: int) -> np.ndarray:
 # -- pass 1 ------------------------------------------------------------------------------------
 def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int, plan: Plan,
                        perm: tuple[np.ndarray, np.ndarray]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Band rows (band, key, node, ekey, score), signatures (row, sig) and distinct shingle sets
-    (row, sh: list, for --verify) of one batch of texts. Pure (unit-testable)."""
+    """Band rows (band, key, node, ekey, score), signatures (row, sig) and shingles (row, sh: one
+    row per shingle in text order, repeats kept, for --verify) of one batch of texts. Pure."""
     n = len(texts)
     nodes = (np.int64(shard) << ROW_BITS) | (np.arange(n, dtype=np.int64) + first_row)
-    ekey = pl.DataFrame({"text": texts}).select(minhash.exact_key("text"))["text"].to_numpy()
+    ekey = minhash.exact_keys(texts)
     parts = []
     signed = pl.DataFrame(schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
-    sets = pl.DataFrame(schema={"row": pl.Int64, "sh": pl.List(pl.UInt64)})
+    sets = pl.DataFrame(schema={"row": pl.Int64, "sh": pl.UInt64})
     sh = minhash.shingle_hashes(texts, plan.ngram) if plan.near or plan.keep != "first" else None
     score = _score(plan.keep, sh, n) if sh is not None else np.zeros(n)
     if plan.exact:
@@ -113,8 +113,9 @@ def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int, plan: Plan,
         signed = pl.DataFrame({"row": docs + first_row, "sig": sig},
                               schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
         if plan.verify:
-            sets = (pl.DataFrame({"row": sh.doc + first_row, "sh": sh.hashes})
-                    .group_by("row").agg(pl.col("sh").unique().sort()).sort("row"))
+            # as produced (repeats kept): sorting and de-duplicating here cost more than doing it
+            # in pass 2b for the few documents that have a candidate to check
+            sets = pl.DataFrame({"row": sh.doc + first_row, "sh": sh.hashes})
         families = [(0, plan.bands, plan.rows), (plan.bands, plan.group_bands, plan.group_rows)]
         for offset, bands, rows in families:
             if bands == 0 or docs.size == 0:
@@ -217,15 +218,14 @@ def pass2_partition(args: tuple[Plan, int]) -> TaskRecord:
 
 # -- pass 2b -----------------------------------------------------------------------------------
 def load_shingles(plan: Plan, nodes: np.ndarray) -> pl.DataFrame:
-    """(node, sh) distinct shingle rows of the given documents, read shard by shard from the
-    shingle files pass 1 wrote (only the rows asked for are kept)."""
+    """(node, sh) shingle rows (repeats kept) of the given documents, read shard by shard from the shingle files pass 1 wrote (only the rows asked for are kept)."""
     nodes = np.unique(nodes)
     frames = []
     for shard in np.unique(shard_of(nodes)):
         rows = nodes[shard_of(nodes) == shard] % (1 << ROW_BITS)
         frame = (pl.scan_parquet(str(Path(plan.work) / "shingles" / f"s={int(shard):05d}.parquet"))
                  .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode()))
-                 .select(node=pl.col("row") + (int(shard) << ROW_BITS), sh="sh").explode("sh").collect())
+                 .select(node=pl.col("row") + (int(shard) << ROW_BITS), sh="sh").collect())
         frames.append(frame)
     if not frames:
         return pl.DataFrame(schema={"node": pl.Int64, "sh": pl.UInt64})
@@ -235,26 +235,14 @@ def load_shingles(plan: Plan, nodes: np.ndarray) -> pl.DataFrame:
 def pair_similarity(plan: Plan, pairs: pl.DataFrame, budget: int = 4_000_000) -> pl.Series:
     """True Jaccard (the truth's definition, over 64-bit shingle hashes) of pairs a, b.
 
-    The shingle sets of the documents involved are read once; pairs are joined in chunks of at
-    most ``budget`` shingles (|A| + |B| summed), which bounds the join's memory."""
+    The shingle sets of the documents involved are read once; `minhash.jaccard_of_sets` looks
+    the smaller set of each pair up in the larger one (NumPy, in chunks of ``budget`` shingles)."""
     if pairs.height == 0:
         return pl.Series("similarity", [], pl.Float64)
-    shingles = load_shingles(plan, np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()]))
-    sizes = shingles.group_by("node").len("n")
-    cost = (pairs.select("a", "b").with_row_index("i")
-            .join(sizes.rename({"node": "a", "n": "na"}), on="a", how="left")
-            .join(sizes.rename({"node": "b", "n": "nb"}), on="b", how="left")
-            .sort("i").select(pl.col("na").fill_null(0) + pl.col("nb").fill_null(0))
-            .to_series().cum_sum().to_numpy())
-    chunk_of = cost // budget
-    bounds = np.flatnonzero(np.diff(chunk_of)) + 1
-    out = []
-    for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [pairs.height]]), strict=True):
-        piece = pairs.slice(int(lo), int(hi - lo))
-        nodes = pl.concat([piece["a"], piece["b"]]).unique().implode()
-        out.append(minhash.jaccard_of_pairs(shingles.filter(pl.col("node").is_in(nodes)), piece,
-                                            distinct=True))
-    return pl.concat(out)
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    shingles = load_shingles(plan, np.concatenate([a, b]))
+    sims = minhash.jaccard_of_sets(shingles["node"].to_numpy(), shingles["sh"].to_numpy(), a, b, budget)
+    return pl.Series("similarity", sims, pl.Float64)
 
 
 def load_signatures(plan: Plan, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

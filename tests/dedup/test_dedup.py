@@ -176,3 +176,17 @@ def test_keep_scores():
     assert _score("longest", sh, 2).tolist() == [10.0, 6.0]
     assert _score("best", sh, 2).tolist() == [5.0, 2.0]  # distinct shingles
     assert _score("first", sh, 2).tolist() == [0.0, 0.0]
+
+
+def test_jaccard_of_sets_matches_python_sets():
+    rng = np.random.default_rng(7)
+    node = rng.integers(0, 40, 5000) * 3  # node ids with gaps; nodes 1, 2, ... have no shingles
+    sh = rng.integers(0, 300, 5000).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # repeats
+    a, b = rng.integers(0, 125, 400), rng.integers(0, 125, 400)
+    a[:3], b[:3] = [0, 3, 1], [0, 1, 2]  # same node, one empty set, both empty
+    sets = {n: set(sh[node == n].tolist()) for n in np.unique(node).tolist()}
+    want = [len(sets.get(x, set()) & sets.get(y, set())) / max(1, len(sets.get(x, set()) | sets.get(y, set())))
+            for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    got = minhash.jaccard_of_sets(node, sh, a, b, budget=500)  # small budget: many chunks
+    assert got[0] == 1.0 and got[1] == 0.0 and got[2] == 0.0
+    assert np.array_equal(got, np.array(want))
