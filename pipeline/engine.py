@@ -109,6 +109,7 @@ class Engine:
             self.client = Client(self.scheduler, timeout="30s")
         else:
             self.cluster = LocalCluster(
+                env=self.worker_thread_env(),
                 n_workers=self.workers,
                 threads_per_worker=self.threads_per_worker,
                 memory_limit=self.memory_limit,
@@ -117,6 +118,17 @@ class Engine:
                 silence_logs=logging.CRITICAL,  # failures surface as ShardError
             )
             self.client = Client(self.cluster)
+
+    def worker_thread_env(self) -> dict[str, str]:
+        """Each local worker gets its share of the cores for Polars, BLAS and OpenMP pools.
+
+        Without it every worker process starts one thread per core, and n workers on n cores
+        run n*n threads that fight over the same cores (measured: dedup took 2x the CPU of an
+        in-process run). An external cluster's workers are configured by whoever starts them.
+        """
+        share = str(max(1, (os.cpu_count() or 1) // max(1, self.workers)) * self.threads_per_worker)
+        names = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        return {name: os.environ.get(name, share) for name in names}
 
     def close(self) -> None:
         if self.client is not None:
