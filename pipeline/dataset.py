@@ -141,9 +141,6 @@ class Dataset:
         )
         return frame.select(columns) if columns else frame
 
-    def schema(self) -> pa.Schema:
-        return pq.read_schema(self.require_shards()[0])
-
     def rows(self) -> int:
         manifest = self.manifest()
         if manifest is not None:

@@ -148,12 +148,6 @@ class Engine:
         limit = format_bytes(self.memory_limit) if isinstance(self.memory_limit, int) else self.memory_limit
         return f"Dask LocalCluster, {self.workers} workers, memory_limit={limit} per worker"
 
-    @property
-    def n_workers(self) -> int:
-        if self.client is None:
-            return 1
-        return max(1, len(self.client.scheduler_info().get("workers", {})))
-
     # -- work ----------------------------------------------------------------------------
     def map(
         self,
