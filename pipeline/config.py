@@ -23,6 +23,16 @@ class ConfigError(ValueError):
     """A job file or option value is invalid; the message names the key and what is allowed."""
 
 
+def read_toml(path: Path, label: str, what: str = "file") -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a ConfigError that starts with label."""
+    if not path.is_file():
+        raise ConfigError(f"{label}: {what} not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{label}: not valid TOML: {error}") from None
+
+
 class JobSection(Options):
     name: str = "job"
     """A name for the job, shown in the report."""
@@ -100,12 +110,7 @@ class Job:
     @classmethod
     def load(cls, path: str | Path) -> Job:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: job file not found")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        raw = read_toml(path, str(path), "job file")
         config = validate_options(_job_model(), raw, str(path))
         job = cls(path, config)
         first = job.stages[0] if job.stages else None

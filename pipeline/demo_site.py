@@ -13,12 +13,13 @@ import importlib.util
 import os
 import pydoc
 import sys
-import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 from aiohttp import web
+
+from pipeline.localsite import BackgroundSite
 
 # modules with side effects on import (open a browser, print, start Tk) or none on Linux
 SKIP = {
@@ -59,22 +60,18 @@ def render_module(name: str) -> str | None:
         return pydoc.html.page(pydoc.describe(module), pydoc.html.document(module, name))
 
 
-class DemoSite:
+class DemoSite(BackgroundSite):
     """Context manager: serves the site from a background thread; `.url` is its base URL."""
 
     def __init__(self, modules: int = 400, port: int = 0):
         """port 0 takes any free port; a taken fixed port falls back to a free one."""
+        super().__init__(port)
         self.modules = stdlib_modules(modules)
         # the index lists public modules; any standard-library module a page links to is served
         self.allowed_roots = set(sys.stdlib_module_names) - SKIP
-        self.port = port
         self.python_version = ".".join(map(str, sys.version_info[:3]))
         self._cache: dict[str, asyncio.Future] = {}
         self._pool: ProcessPoolExecutor | None = None
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     async def _render(self, name: str) -> str | None:
         # pydoc imports the module: done in worker processes (imports are not thread-safe and
@@ -104,43 +101,19 @@ class DemoSite:
             raise web.HTTPNotFound()
         return web.Response(text=html, content_type="text/html")
 
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/", self._index)
         app.router.add_get("/robots.txt", self._robots)
         app.router.add_get("/{name}.html", self._page)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", self.port)
-        try:
-            loop.run_until_complete(site.start())
-        except OSError:  # the port is taken: any free one will do (resume then re-crawls)
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+        return app
 
     def __enter__(self) -> DemoSite:
         self._pool = ProcessPoolExecutor(max(1, min(4, os.cpu_count() or 1)), mp_context=get_context("spawn"))
-        self._thread = threading.Thread(target=self._serve, name="demo-site", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("demo site did not start within 30 s")
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        super().__exit__(*exc)
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 

@@ -8,13 +8,12 @@ Other keys (``size``, ``top_terms``, ``examples``) are ignored.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, read_toml
 
 
 @dataclass(frozen=True)
@@ -27,12 +26,7 @@ class ClusterLabel:
 def read_label_map(path: Path) -> list[ClusterLabel]:
     """Parse and validate a labels.toml; errors name the file, the entry and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--map {path}: file not found")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"--map {path}: not valid TOML: {error}") from None
+    data = read_toml(path, f"--map {path}")
     entries = data.get("cluster")
     if not isinstance(entries, list):
         raise ConfigError(f"--map {path}: expected [[cluster]] tables (id, name, drop)")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import threading
 import time
 from collections import Counter
 
 from aiohttp import web
+
+from pipeline.localsite import BackgroundSite
 
 ROBOTS = """User-agent: *
 Disallow: /private/
@@ -26,12 +27,13 @@ Disallow: /
 """
 
 
-class TestSite:
+class TestSite(BackgroundSite):
     """`with TestSite(pages=30) as site:` → `site.url`; `site.hits` counts requests per path."""
 
     __test__ = False  # not a pytest class
 
     def __init__(self, pages: int = 30, latency: float = 0.005, slow_seconds: float = 3.0, extras: bool = True):
+        super().__init__(start_timeout=10)
         self.pages = pages
         self.extras = extras  # False: the index links the numbered pages only
         # built once here: compressing inside a handler would stall the server's loop
@@ -42,9 +44,6 @@ class TestSite:
         self.hits: Counter[str] = Counter()
         self.log: list[tuple[float, str]] = []  # (monotonic time, path with query)
         self.flaky: Counter[str] = Counter()
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.url = ""
 
     # -- pages -----------------------------------------------------------------------------
     def page_html(self, n: int) -> str:
@@ -132,32 +131,8 @@ class TestSite:
             return web.Response(text="<html><title>deep</title>found through broken html</html>", content_type=html)
         raise web.HTTPNotFound()
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+    # -- lifecycle (pipeline.localsite.BackgroundSite serves it) --------------------------
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-    def __enter__(self) -> TestSite:
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app
