@@ -45,7 +45,9 @@ NO_RULES = dict(
     min_words=None, max_words=None, min_mean_word_length=None, max_mean_word_length=None,
     max_symbol_ratio=None, max_bullet_lines_ratio=None, max_ellipsis_lines_ratio=None,
     min_alpha_words_ratio=None, min_stop_words=None, max_top_2gram_char_ratio=None,
-    max_top_3gram_char_ratio=None, max_top_4gram_char_ratio=None, drop_lorem_ipsum=False,
+    max_top_3gram_char_ratio=None, max_top_4gram_char_ratio=None, max_dup_5gram_char_ratio=None,
+    max_dup_6gram_char_ratio=None, max_dup_7gram_char_ratio=None, max_dup_8gram_char_ratio=None,
+    max_dup_9gram_char_ratio=None, max_dup_10gram_char_ratio=None, drop_lorem_ipsum=False,
     min_sentences=None, min_punct_lines_ratio=None,
 )
 NO_PII = dict(mask_email=False, mask_iban=False, mask_credit_card=False, mask_ip=False, mask_phone=False)
@@ -56,7 +58,9 @@ GOPHER_QUALITY = dict(min_words=50, max_words=100_000, min_mean_word_length=3, m
                       min_alpha_words_ratio=0.8, min_stop_words=2)
 GOPHER_REPETITION = dict(max_dup_paragraph_ratio=0.3, max_dup_paragraph_char_ratio=0.2, max_dup_line_ratio=0.3,
                          max_dup_line_char_ratio=0.2, max_top_2gram_char_ratio=0.2,
-                         max_top_3gram_char_ratio=0.18, max_top_4gram_char_ratio=0.16)
+                         max_top_3gram_char_ratio=0.18, max_top_4gram_char_ratio=0.16,
+                         max_dup_5gram_char_ratio=0.15, max_dup_6gram_char_ratio=0.14, max_dup_7gram_char_ratio=0.13,
+                         max_dup_8gram_char_ratio=0.12, max_dup_9gram_char_ratio=0.11, max_dup_10gram_char_ratio=0.10)
 C4 = dict(c4_line_filter=True, drop_lorem_ipsum=True, drop_curly_bracket=True, min_sentences=5)
 CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 

@@ -18,16 +18,16 @@ import polars as pl
 from pydantic import Field, PrivateAttr, field_validator
 
 from pipeline.clean.language import detect_language
-from pipeline.clean.missing import ColumnPolicy, apply_policies, global_fills
+from pipeline.clean.missing import RAW, ColumnPolicy, apply_policies, global_fills
 from pipeline.clean.normalize import normalize_text
 from pipeline.clean.pii import KINDS, mask_pii
 from pipeline.clean.quality import (
-    WORDS,
+    NGRAM_STATS,
+    add_ngram_stats,
     c4_line_filter,
     first_failing_rule,
     needed_stats,
     quality_stats,
-    word_list,
 )
 from pipeline.engine import Engine
 from pipeline.schema import rejected_folder
@@ -119,6 +119,22 @@ class Options(StageOptions):
     """Gopher: the same for 3-grams."""
     max_top_4gram_char_ratio: float | None = Field(0.16, ge=0, le=1)
     """Gopher: the same for 4-grams."""
+    max_dup_5gram_char_ratio: float | None = Field(None, ge=0, le=1)
+    """Gopher (published 0.15): largest share of token characters covered by repeated word
+    5-grams (a token is covered when it lies inside an occurrence of a 5-gram that is not the
+    5-gram's first occurrence; whitespace not counted). Off by default, like the other Gopher
+    repetition rules: generated documentation repeats member signatures (two thirds of the
+    demo's pydoc pages fail at 0.15)."""
+    max_dup_6gram_char_ratio: float | None = Field(None, ge=0, le=1)
+    """Gopher (published 0.14): the same for 6-grams. Off by default (as above)."""
+    max_dup_7gram_char_ratio: float | None = Field(None, ge=0, le=1)
+    """Gopher (published 0.13): the same for 7-grams. Off by default (as above)."""
+    max_dup_8gram_char_ratio: float | None = Field(None, ge=0, le=1)
+    """Gopher (published 0.12): the same for 8-grams. Off by default (as above)."""
+    max_dup_9gram_char_ratio: float | None = Field(None, ge=0, le=1)
+    """Gopher (published 0.11): the same for 9-grams. Off by default (as above)."""
+    max_dup_10gram_char_ratio: float | None = Field(None, ge=0, le=1)
+    """Gopher (published 0.10): the same for 10-grams. Off by default (as above)."""
     drop_lorem_ipsum: bool = True
     """C4: drop a document containing "lorem ipsum"."""
     drop_curly_bracket: bool = False
@@ -164,7 +180,7 @@ class Options(StageOptions):
         return [k for k in KINDS if on[k]]
 
 
-QUALITY_STATS = [e.meta.output_name() for e in quality_stats(pl.col("text"))]
+QUALITY_STATS = [e.meta.output_name() for e in quality_stats(pl.col("text"))] + NGRAM_STATS
 
 
 def clean_frame(frame: pl.LazyFrame, options: Options) -> pl.LazyFrame:
@@ -176,15 +192,10 @@ def clean_frame(frame: pl.LazyFrame, options: Options) -> pl.LazyFrame:
     if options.c4_line_filter:
         frame = frame.with_columns(c4_line_filter(pl.col(text)).alias(text))
     frame = mask_pii(frame, text, options.pii_kinds())
-    stats = quality_stats(pl.col(text))
-    if not options.quality_columns:  # measure only what the enabled rules read
-        wanted = needed_stats(options)
-        stats = [s for s in stats if s.meta.output_name() in wanted]
-    ngrams = any("gram" in s.meta.output_name() for s in stats)
-    if ngrams:
-        frame = frame.with_columns(word_list(pl.col(text)))
-    frame = frame.with_columns(stats)
-    frame = frame.drop(WORDS) if ngrams else frame
+    # measure only what the enabled rules read (everything with quality_columns)
+    wanted = set(QUALITY_STATS) if options.quality_columns else needed_stats(options)
+    frame = frame.with_columns([s for s in quality_stats(pl.col(text)) if s.meta.output_name() in wanted])
+    frame = add_ngram_stats(frame, pl.col(text), wanted)
     empty = pl.when(pl.col(text).is_null() | (pl.col(text) == "")).then(pl.lit("empty"))
     language = pl.lit(None, pl.String)
     if options.detect_language or options.languages:
@@ -196,13 +207,16 @@ def clean_frame(frame: pl.LazyFrame, options: Options) -> pl.LazyFrame:
 
 
 def clean_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
-    """Per-shard transform: kept rows → "main", dropped rows → "rejected" with `reason`."""
+    """Per-shard transform: kept rows → "main", dropped rows → "rejected" with `reason` (and
+    the input values of the columns a policy coerces, so a value that did not parse is kept)."""
     pii = [f"pii_{k}" for k in options.pii_kinds()]
     result = clean_frame(frame, options).collect(engine="streaming")
     counts = {f"pii:{k.removeprefix('pii_')}": int(result[k].sum()) for k in pii}
     drop = ([] if options.pii_columns else pii) + ([] if options.quality_columns else [c for c in QUALITY_STATS if c in result.columns])
-    kept = result.filter(pl.col(REASON).is_null()).drop([REASON, *drop])
+    raw = [c for c in result.columns if c.startswith(RAW)]  # rejected rows keep input values
+    kept = result.filter(pl.col(REASON).is_null()).drop([REASON, *drop, *raw])
     rejected = result.filter(pl.col(REASON).is_not_null()).drop(drop)
+    rejected = rejected.with_columns([pl.col(c).alias(c.removeprefix(RAW)) for c in raw]).drop(raw)
     return ShardOutput(frames={"main": kept, "rejected": rejected}, counts=counts)
 
 

@@ -20,6 +20,7 @@ DTYPES: dict[str, pl.DataType] = {
     "string": pl.String(), "int": pl.Int64(), "float": pl.Float64(), "bool": pl.Boolean(),
     "date": pl.Date(), "datetime": pl.Datetime("us"),
 }
+RAW = "_raw:"  # prefix of the columns holding a coerced column's input values (for rejected rows)
 NULL_MARKERS = ["", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "-", "?"]
 
 
@@ -121,13 +122,17 @@ def global_fills(frame: pl.LazyFrame, policies: list[ColumnPolicy]) -> dict:
 
 
 def apply_policies(frame: pl.LazyFrame, policies: list[ColumnPolicy], fills: dict) -> pl.LazyFrame:
-    """Coerce, mark and fill; adds `_reject` (the first failing column's reason, else null).
+    """Coerce, mark and fill; adds `_reject` (the first failing column's reason, else null)
+    and, for each column with a `dtype`, `_raw:<column>` holding its input values (the stage
+    writes those into rejected rows, so a value that did not parse is kept as it was).
 
     `fills` maps a column to its mean/median/mode over the whole input; a column missing
     from it (a transform called on one shard alone) uses that shard's statistic.
     """
     if not policies:
         return frame.with_columns(pl.lit(None, pl.String).alias("_reject"))
+    frame = lift_columns(frame, policies)
+    frame = frame.with_columns([pl.col(p.column).alias(RAW + p.column) for p in policies if p.dtype is not None])
     frame, reasons = _prepared(frame, policies)
     schema = frame.collect_schema()
     fixes = []

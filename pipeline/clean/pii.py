@@ -4,13 +4,15 @@ Kinds are masked in that fixed order (an e-mail's digits are gone before the pho
 looks). Patterns that a checksum or shape can confirm are validated on the candidate, still
 vectorised: the text is split around candidates (`str.split` by regex, inclusive), each
 candidate is checked with a pure expression (Luhn for cards, ISO 13616 mod-97 for IBANs, a
-digit and two colons for IPv6) inside `list.eval`, and the pieces are joined again.
+digit and two colons for IPv6) inside `list.eval`, and the pieces are joined again; only the
+rows that hold a candidate go through this (a batch function gathers and scatters them back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import polars as pl
 
@@ -112,7 +114,7 @@ KINDS: dict[str, PiiKind] = {
 }
 
 
-def _validated(text: pl.Expr, kind: PiiKind) -> tuple[pl.Expr, pl.Expr]:
+def _validated_expr(text: pl.Expr, kind: PiiKind) -> tuple[pl.Expr, pl.Expr]:
     """(masked text, count) for a kind whose candidates are checked one by one."""
     # a candidate piece starts with CANDIDATE, so every step below is elementwise: Polars
     # evaluates it once over all pieces of all rows instead of once per row
@@ -125,14 +127,33 @@ def _validated(text: pl.Expr, kind: PiiKind) -> tuple[pl.Expr, pl.Expr]:
     hit = is_candidate & kind.valid(pl.when(is_candidate).then(value).otherwise(pl.lit("")))
     masked = pieces.list.eval(pl.when(hit).then(pl.lit(kind.placeholder)).otherwise(value)).list.join("")
     count = pieces.list.eval(hit).list.sum().cast(pl.Int64)
-    has = text.str.contains(kind.pattern)
-    return pl.when(has).then(masked).otherwise(text), pl.when(has).then(count).otherwise(0)
+    return masked, count
+
+
+def _validated_batch(texts: pl.Series, kind: PiiKind) -> pl.Series:
+    """Split-check-join only the rows that hold a candidate (a `when/then` would still
+    evaluate the split for every row); the others are returned as they are, count 0."""
+    count = pl.zeros(len(texts), pl.Int64, eager=True)
+    has = texts.str.contains(kind.pattern).fill_null(False)
+    if has.any():
+        rows = has.arg_true()
+        masked, found = _validated_expr(pl.col("t"), kind)
+        sub = pl.DataFrame({"t": texts.gather(rows)}).select(masked.alias("t"), found.alias("n"))
+        texts, count = texts.scatter(rows, sub["t"]), count.scatter(rows, sub["n"])
+    return pl.DataFrame({"text": texts, "count": count}).to_struct(texts.name)
+
+
+def _validated(text: pl.Expr, kind: PiiKind) -> pl.Expr:
+    """A struct (text, count) for a kind whose candidates are checked one by one."""
+    dtype = pl.Struct({"text": pl.String, "count": pl.Int64})
+    return text.map_batches(partial(_validated_batch, kind=kind), return_dtype=dtype, is_elementwise=True)
 
 
 def mask_kind(text: pl.Expr, kind: PiiKind) -> tuple[pl.Expr, pl.Expr]:
     """(text with this kind masked, number of values masked per row)."""
     if kind.valid is not None:
-        return _validated(text, kind)
+        both = _validated(text, kind)
+        return both.struct.field("text"), both.struct.field("count")
     if not kind.groups:
         return text.str.replace_all(kind.pattern, kind.placeholder), text.str.count_matches(kind.pattern)
     # the fence characters around a value are consumed by its match, so two values separated
@@ -147,7 +168,11 @@ def mask_pii(frame: pl.LazyFrame, column: str, kinds: list[str], prefix: str = "
     """Mask the given kinds in `column`, in the fixed order of KINDS, adding a per-row count
     column `<prefix><kind>` for each. One `with_columns` per kind keeps the plan linear."""
     for name, kind in KINDS.items():
-        if name in kinds:
+        if name in kinds and kind.valid is not None:  # one evaluation, then its two fields
+            both = _validated(pl.col(column), kind).alias("_pii")
+            frame = frame.with_columns(both).with_columns(
+                pl.col("_pii").struct.field("text").alias(column), pl.col("_pii").struct.field("count").alias(prefix + name)).drop("_pii")
+        elif name in kinds:
             masked, count = mask_kind(pl.col(column), kind)
             frame = frame.with_columns(masked.alias(column), count.fill_null(0).alias(prefix + name))
     return frame

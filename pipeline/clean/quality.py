@@ -4,20 +4,29 @@
 expression; `RULES` lists the rules in the fixed order in which they are checked, each a small
 function `(options) -> pl.Expr | None` that is true where a row FAILS (None = rule switched off).
 The first failing rule is the row's drop reason. Definitions (shared with the pure-Python
-reference in benchmarks/bench_clean.py, which checks that both keep and drop the same rows):
+reference in pipeline/clean/reference.py; tests and benchmarks/bench_clean.py check that both
+keep and drop the same rows):
 
 - words: whitespace-separated tokens; a *word* token holds a letter or digit (Gopher's
   "non-symbol words"); word length counts its letters, digits and marks.
 - lines: the text split on "\\n"; blank lines are those empty after stripping.
 - paragraphs: the stripped text split on two or more "\\n".
+- top n-gram (n = 2, 3, 4): characters of the most frequent word n-gram (tokens joined by one
+  space) times its count, the first one seen winning a tie; over all characters of the text.
+- duplicated n-gram (n = 5..10): a token is *covered* when it lies inside some occurrence of a
+  word n-gram that is not that n-gram's first occurrence in the text; the characters of the
+  covered tokens over the characters of all tokens (whitespace excluded).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import polars as pl
+
+from pipeline.clean.ngrams import ngram_stats, stat_names
 
 P = "quality_"
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher (Rae et al. 2021)
@@ -31,34 +40,34 @@ def q(name: str) -> pl.Expr:
     return pl.col(P + name)
 
 
-WORDS = "_quality_words"  # temporary column: per row, a list of (hash, length) per token
+NGRAMS = "_quality_ngrams"  # temporary struct column of the n-gram measurements
+TOP_SIZES = (2, 3, 4)  # Gopher's most-frequent n-gram rules
+DUP_SIZES = (5, 6, 7, 8, 9, 10)  # Gopher's duplicated n-gram rules
+NGRAM_STATS = [P + name for name in stat_names(TOP_SIZES, DUP_SIZES)]
 
 
-def word_list(text: pl.Expr) -> pl.Expr:
-    """Tokens as (64-bit in-memory hash, length) pairs; the hash is never stored."""
-    e = pl.element()
-    return text.str.extract_all(r"\S+").list.eval(pl.struct(h=e.hash(), n=e.str.len_chars())).alias(WORDS)
+def ngram_column(text: pl.Expr, top: tuple[int, ...], dup: tuple[int, ...]) -> pl.Expr:
+    """A struct of the word n-gram measurements (`pipeline.clean.ngrams`): characters of all
+    tokens, of the most frequent n-gram (n in `top`) and of the tokens covered by repeated
+    n-grams (n in `dup`). Computed over whole batches of rows in long format."""
+    names = stat_names(top, dup)
+    dtype = pl.Struct({name: pl.Int64 for name in names})
+    return text.map_batches(partial(ngram_stats, top=top, dup=dup), return_dtype=dtype, is_elementwise=True).alias(NGRAMS)
 
 
-def _ngram_top_chars(n: int) -> pl.Expr:
-    """Characters covered by the most frequent word n-gram (its length × its count; the first
-    one seen wins a tie), as in Gopher's top n-gram rule. N-grams are compared by combining
-    their words' hashes, so no n-gram string is built."""
-    e = pl.element()
-    word_hash, word_len = e.struct.field("h"), e.struct.field("n")
-    gram, length = word_hash, word_len
-    for i in range(1, n):
-        gram = (gram * 1_000_003) ^ word_hash.shift(-i)
-        length = length + word_len.shift(-i) + 1
-    gram, length = gram.head(pl.len() - n + 1), length.head(pl.len() - n + 1)
-    counts = gram.unique_counts()
-    top = length.gather(gram.arg_unique().get(counts.arg_max())) * counts.max()
-    return pl.col(WORDS).list.eval(pl.when(pl.len() >= n).then(top).otherwise(0)).list.first()
+def add_ngram_stats(frame: pl.LazyFrame, text: pl.Expr, wanted: set[str]) -> pl.LazyFrame:
+    """Add the `quality_*` n-gram columns among `wanted` (nothing if none is wanted)."""
+    top = tuple(n for n in TOP_SIZES if P + f"top_{n}gram_chars" in wanted)
+    dup = tuple(n for n in DUP_SIZES if P + f"dup_{n}gram_chars" in wanted)
+    if not (top or dup or P + "token_chars" in wanted):
+        return frame
+    fields = [pl.col(NGRAMS).struct.field(name).alias(P + name) for name in stat_names(top, dup)]
+    return frame.with_columns(ngram_column(text, top, dup)).with_columns(fields).drop(NGRAMS)
 
 
-def quality_stats(text: pl.Expr, ngram_sizes: tuple[int, ...] = (2, 3, 4)) -> list[pl.Expr]:
-    """Per-row measurements the rules read (integers; ratios are left to the rules). The
-    n-gram measurements read the WORDS column (`word_list`), which must be added first."""
+def quality_stats(text: pl.Expr) -> list[pl.Expr]:
+    """Per-row measurements the rules read (integers; ratios are left to the rules), except
+    the word n-gram ones (`add_ngram_stats`)."""
     lines = text.str.split("\n")
     filled = pl.element().str.strip_chars() != ""
     filled_lines = lines.list.eval(pl.element().filter(filled))
@@ -68,7 +77,7 @@ def quality_stats(text: pl.Expr, ngram_sizes: tuple[int, ...] = (2, 3, 4)) -> li
         text.str.count_matches(r"\S+").alias(P + "tokens"),
         text.str.count_matches(r"\S*[\p{L}\p{N}]\S*").alias(P + "words"),
         text.str.count_matches(r"\S*\p{L}\S*").alias(P + "alpha_words"),
-        text.str.replace_all(r"[^\p{L}\p{N}\p{M}]+", "").str.len_chars().alias(P + "word_chars"),
+        (text.str.len_chars() - text.str.count_matches(r"[^\p{L}\p{N}\p{M}]")).alias(P + "word_chars"),
         text.str.count_matches("#", literal=True).alias(P + "hashes"),
         text.str.count_matches(r"\.\.\.|…").alias(P + "ellipses"),
         pl.sum_horizontal([text.str.contains(rf"\b{w}\b").cast(pl.Int32) for w in STOP_WORDS]).alias(P + "stop_words"),
@@ -88,7 +97,6 @@ def quality_stats(text: pl.Expr, ngram_sizes: tuple[int, ...] = (2, 3, 4)) -> li
          - paragraphs.list.unique().list.eval(pl.element().str.len_chars()).list.sum()).alias(P + "dup_paragraph_chars"),
         text.str.count_matches(r"[.!?…。！？]+(?:[\"'”’)\]]*)(?:\s|$)").alias(P + "sentences"),
     ]
-    stats += [_ngram_top_chars(n).fill_null(0).alias(P + f"top_{n}gram_chars") for n in ngram_sizes]
     return stats
 
 
@@ -162,6 +170,15 @@ def top_ngram(n: int) -> Callable:
     return rule
 
 
+def dup_ngram(n: int) -> Callable:
+    def rule(o) -> pl.Expr | None:
+        limit = getattr(o, f"max_dup_{n}gram_char_ratio")
+        return None if limit is None else _ratio(q(f"dup_{n}gram_chars"), q("token_chars")) > limit
+
+    rule.__name__ = f"dup_{n}gram"
+    return rule
+
+
 def lorem_ipsum(o) -> pl.Expr | None:
     return pl.col(o.text_column).str.contains(LOREM) if o.drop_lorem_ipsum else None
 
@@ -216,6 +233,7 @@ RULES: list[Rule] = [
     Rule("gopher_top_2gram", "Gopher", top_ngram(2)),
     Rule("gopher_top_3gram", "Gopher", top_ngram(3)),
     Rule("gopher_top_4gram", "Gopher", top_ngram(4)),
+    *(Rule(f"gopher_dup_{n}gram", "Gopher", dup_ngram(n)) for n in DUP_SIZES),
     Rule("c4_lorem_ipsum", "C4", lorem_ipsum),
     Rule("c4_curly_bracket", "C4", curly_bracket),
     Rule("c4_min_sentences", "C4", too_few_sentences),
@@ -243,17 +261,25 @@ def first_failing_rule(options) -> pl.Expr:
     return pl.coalesce(checks) if checks else pl.lit(None, pl.String)
 
 
+def _at_least_words(e: pl.Expr, k: int) -> pl.Expr:
+    """`e` holds at least k whitespace-separated tokens (one regex search that stops at the
+    k-th token, instead of counting every token)."""
+    if k <= 0:
+        return pl.lit(True)
+    return e.str.contains(r"\S" + r"\s+\S+" * (k - 2) + r"\s+\S" if k >= 2 else r"\S")
+
+
 def c4_line_filter(text: pl.Expr, max_word_length: int = 1000, min_words_per_line: int = 3) -> pl.Expr:
     """C4's line filter: drop lines without terminal punctuation (or ending in "..."), with
     fewer than `min_words_per_line` words, with a word longer than `max_word_length`,
-    mentioning javascript, or cookie/terms-of-use boilerplate; strip [1]-style citations."""
+    mentioning javascript, or cookie/terms-of-use boilerplate (ASCII case-insensitive); strip
+    [1]-style citations."""
     e = pl.element().str.strip_chars()
     cited = e.str.replace_all(r"\[\d*\]|\[edit\]|\[citation needed\]", "")
     keep = (
         ~e.str.contains(r"\S{" + str(max_word_length + 1) + ",}")
-        & cited.str.contains(r"[.?!\"']$") & ~cited.str.ends_with("...")
-        & (e.str.count_matches(r"\S+") >= min_words_per_line)
-        & ~e.str.to_lowercase().str.contains("javascript", literal=True)
-        & ~e.str.to_lowercase().str.contains_any(list(POLICY_PHRASES))
+        & cited.str.slice(-1).is_in(list(".?!\"'")) & ~cited.str.ends_with("...")
+        & _at_least_words(e, min_words_per_line)
+        & ~e.str.contains_any(["javascript", *POLICY_PHRASES], ascii_case_insensitive=True)
     )
     return text.str.split("\n").list.eval(cited.filter(keep)).list.join("\n")

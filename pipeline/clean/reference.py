@@ -10,10 +10,27 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from functools import partial
 
-from pipeline.clean.quality import BULLETS, LOREM, RULES, STOP_WORDS, TERMINAL
+from pipeline.clean.quality import BULLETS, LOREM, POLICY_PHRASES, RULES, STOP_WORDS, TERMINAL
 
 SENTENCE = re.compile(r"[.!?…。！？]+[\"'”’)\]]*(?:\s|$)")
+
+
+def c4_line_filter(text: str, max_word_length: int = 1000, min_words_per_line: int = 3) -> str:
+    """C4's line filter, line by line (the definition `quality.c4_line_filter` is checked against)."""
+    kept = []
+    for line in text.split("\n"):
+        line = line.strip()
+        words = line.split()
+        cited = re.sub(r"\[\d*\]|\[edit\]|\[citation needed\]", "", line)
+        low = line.lower()
+        if (any(len(w) > max_word_length for w in words) or not cited.endswith((".", "?", "!", '"', "'"))
+                or cited.endswith("...") or len(words) < min_words_per_line
+                or "javascript" in low or any(p in low for p in POLICY_PHRASES)):
+            continue
+        kept.append(cited)
+    return "\n".join(kept)
 
 
 def _is_word(token: str) -> bool:
@@ -30,6 +47,17 @@ def _top_ngram_chars(tokens: list[str], n: int) -> int:
         return 0
     gram, count = Counter(grams).most_common(1)[0]
     return len(gram) * count
+
+
+def _dup_ngram_chars(tokens: list[str], n: int) -> int:
+    """Characters of the tokens inside an occurrence of an n-gram seen before in the text."""
+    seen, covered = set(), [False] * len(tokens)
+    for i in range(len(tokens) - n + 1):
+        gram = tuple(tokens[i:i + n])
+        if gram in seen:
+            covered[i:i + n] = [True] * n
+        seen.add(gram)
+    return sum(len(t) for t, c in zip(tokens, covered, strict=True) if c)
 
 
 def _dup_chars(items: list[str]) -> int:
@@ -73,6 +101,10 @@ def _checks(text: str, o) -> list:
     def under(value, limit):
         return limit is not None and value is not None and value < limit
 
+    def dup_ngram(n):
+        limit = getattr(o, f"max_dup_{n}gram_char_ratio")
+        return limit is not None and over(ratio(_dup_ngram_chars(tokens, n), sum(map(len, tokens))), limit)
+
     def mean_len():
         return ratio(sum(_word_chars(w) for w in words), n_words)
 
@@ -94,6 +126,7 @@ def _checks(text: str, o) -> list:
         ("gopher_top_2gram", lambda: over(ratio(_top_ngram_chars(tokens, 2), chars), o.max_top_2gram_char_ratio)),
         ("gopher_top_3gram", lambda: over(ratio(_top_ngram_chars(tokens, 3), chars), o.max_top_3gram_char_ratio)),
         ("gopher_top_4gram", lambda: over(ratio(_top_ngram_chars(tokens, 4), chars), o.max_top_4gram_char_ratio)),
+        *((f"gopher_dup_{n}gram", partial(dup_ngram, n)) for n in range(5, 11)),
         ("c4_lorem_ipsum", lambda: o.drop_lorem_ipsum and re.search(LOREM, text) is not None),
         ("c4_curly_bracket", lambda: o.drop_curly_bracket and "{" in text),
         ("c4_min_sentences", lambda: under(len(SENTENCE.findall(text)), o.min_sentences)),

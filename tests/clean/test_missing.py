@@ -25,6 +25,7 @@ def test_coercion_rejects_unparsable_values():
     out = run([{"column": "price", "dtype": "float"}])
     assert out["price"].to_list() == [10.0, None, 30.0, None, None, 1000.0]
     assert out["_reject"].to_list() == [None, None, None, "type:price", None, None]
+    assert out["_raw:price"].to_list() == TABLE["price"].to_list()  # input values, for rejected rows
 
 
 def test_drop_names_the_column():

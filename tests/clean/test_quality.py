@@ -6,10 +6,17 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.clean import Options, clean_frame
+from pipeline.clean import Options, clean_frame, ngrams
+from pipeline.clean.ngrams import ngram_stats
 from pipeline.clean.normalize import normalize_text
-from pipeline.clean.quality import RULES
-from pipeline.clean.reference import failing_rules, first_failing_rule
+from pipeline.clean.quality import RULES, c4_line_filter
+from pipeline.clean.reference import (
+    _dup_ngram_chars,
+    _top_ngram_chars,
+    failing_rules,
+    first_failing_rule,
+)
+from pipeline.clean.reference import c4_line_filter as reference_c4
 
 NO_PII = {"mask_email": False, "mask_iban": False, "mask_credit_card": False, "mask_ip": False, "mask_phone": False}
 OFF = {
@@ -39,6 +46,12 @@ SINGLE = {
     "gopher_top_2gram": {"max_top_2gram_char_ratio": 0.02},
     "gopher_top_3gram": {"max_top_3gram_char_ratio": 0.015},
     "gopher_top_4gram": {"max_top_4gram_char_ratio": 0.012},
+    "gopher_dup_5gram": {"max_dup_5gram_char_ratio": 0.15},
+    "gopher_dup_6gram": {"max_dup_6gram_char_ratio": 0.14},
+    "gopher_dup_7gram": {"max_dup_7gram_char_ratio": 0.13},
+    "gopher_dup_8gram": {"max_dup_8gram_char_ratio": 0.12},
+    "gopher_dup_9gram": {"max_dup_9gram_char_ratio": 0.11},
+    "gopher_dup_10gram": {"max_dup_10gram_char_ratio": 0.10},
     "c4_curly_bracket": {"drop_curly_bracket": True},
     "c4_min_sentences": {"min_sentences": 5},
     "fineweb_punct_lines": {"min_punct_lines_ratio": 0.5},
@@ -121,3 +134,74 @@ def test_hand_cases(text, options, reason):
     options = Options(**options)
     assert reasons(pl.DataFrame({"text": [text]}), options) == [reason]
     assert first_failing_rule(text.strip(), options) == reason
+
+
+# -- duplicated n-grams (Gopher's dup_n_grams, n = 5..10) and the long-format measurements ------
+DUP_ON = {f"max_dup_{n}gram_char_ratio": limit for n, limit in zip(range(5, 11), (0.15, 0.14, 0.13, 0.12, 0.11, 0.10), strict=True)}
+
+
+@pytest.fixture(scope="module")
+def article(articles) -> str:
+    """A real news article body without any repeated word 5-gram (so it passes every dup rule)."""
+    texts = articles.with_columns(normalize_text(pl.col("text"), Options()).alias("text"))["text"].to_list()
+    return next(t for t in texts if len(t.split()) > 300 and _dup_ngram_chars(t.split(), 5) == 0)
+
+
+def test_dup_ngram_rules_on_real_text(article):
+    """The real article passes; the same article with its first third pasted again at the end
+    fails on 5-grams first, and both implementations agree on every size."""
+    words = article.split()
+    repeated = article + "\n\n" + " ".join(words[: len(words) // 3])
+    options = Options(**NO_PII, **DUP_ON)
+    assert reasons(pl.DataFrame({"text": [article, repeated]}), options) == [None, "gopher_dup_5gram"]
+    assert first_failing_rule(article, options) is None
+    assert failing_rules(repeated, options) == [f"gopher_dup_{n}gram" for n in range(5, 11)]
+    # the pasted third is covered (a quarter of all token characters), nothing else is
+    stats = ngram_stats(pl.Series([repeated]), top=(), dup=(5, 10)).struct.unnest().row(0, named=True)
+    pasted = sum(len(w) for w in words[: len(words) // 3])
+    assert stats["dup_5gram_chars"] == stats["dup_10gram_chars"] == pasted
+    assert stats["token_chars"] == sum(len(w) for w in words) + pasted
+
+
+def test_dup_ngram_definition_by_hand():
+    """Covered = inside a non-first occurrence; overlapping windows count a token once."""
+    stats = ngram_stats(pl.Series(["a b a b a b", "x y z x y z x", "", None, "one"]), top=(2, 3), dup=(2, 3))
+    assert stats.struct.unnest().to_dicts() == [
+        # grams ab ba ab ba ab: repeats start at tokens 2, 3, 4 → tokens 2..5 covered
+        {"token_chars": 6, "top_2gram_chars": 9, "top_3gram_chars": 10, "dup_2gram_chars": 4, "dup_3gram_chars": 4},
+        {"token_chars": 7, "top_2gram_chars": 6, "top_3gram_chars": 10, "dup_2gram_chars": 4, "dup_3gram_chars": 4},
+        {"token_chars": 0, "top_2gram_chars": 0, "top_3gram_chars": 0, "dup_2gram_chars": 0, "dup_3gram_chars": 0},
+        {"token_chars": 0, "top_2gram_chars": 0, "top_3gram_chars": 0, "dup_2gram_chars": 0, "dup_3gram_chars": 0},
+        {"token_chars": 3, "top_2gram_chars": 0, "top_3gram_chars": 0, "dup_2gram_chars": 0, "dup_3gram_chars": 0},
+    ]
+
+
+def test_ngram_stats_match_reference_in_batches(corpus, monkeypatch):
+    """Every size on real text (with tabs and no-break spaces mixed in) equals the per-document
+    definition, also when the rows are processed in many small batches."""
+    texts = corpus["text"].to_list()
+    texts[::7] = [t.replace(" ", "\t", 3).replace(" ", "\xa0  ", 2) for t in texts[::7]]
+    series = pl.Series(texts + ["", None, " \n "])
+    expected = [{"token_chars": sum(map(len, t.split())),
+                 **{f"top_{n}gram_chars": _top_ngram_chars(t.split(), n) for n in (2, 3, 4)},
+                 **{f"dup_{n}gram_chars": _dup_ngram_chars(t.split(), n) for n in range(5, 11)}}
+                for t in [*texts, "", "", " \n "]]
+    whole = ngram_stats(series, top=(2, 3, 4), dup=tuple(range(5, 11)))
+    assert whole.struct.unnest().to_dicts() == expected
+    monkeypatch.setattr(ngrams, "BATCH_CHARS", 20_000)
+    assert ngram_stats(series, top=(2, 3, 4), dup=tuple(range(5, 11))).equals(whole)
+
+
+def test_only_enabled_ngram_sizes_are_measured(corpus):
+    options = Options(**NO_PII, max_top_3gram_char_ratio=None, max_top_4gram_char_ratio=None, max_dup_7gram_char_ratio=0.13)
+    columns = clean_frame(corpus.lazy(), options).collect_schema().names()
+    assert {c for c in columns if "gram" in c or "token_chars" in c} == {
+        "quality_top_2gram_chars", "quality_dup_7gram_chars", "quality_token_chars"}
+
+
+@pytest.mark.parametrize("min_words", [1, 2, 3, 5])
+def test_c4_line_filter_matches_reference(corpus, min_words):
+    texts = corpus["text"].to_list() + ["We use COOKIES here.\nJavaScript must be on, sorry.\n  a b c!  \nTrailing one two ...", ""]
+    ours = pl.DataFrame({"text": texts}).select(c4_line_filter(pl.col("text"), min_words_per_line=min_words))["text"].to_list()
+    assert ours == [reference_c4(t, min_words_per_line=min_words) for t in texts]
+    assert ours[-2] == "a b c!" if min_words <= 3 else ours[-2] == ""

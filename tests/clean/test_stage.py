@@ -92,6 +92,8 @@ def test_global_mean_fill_through_stage(tmp_path, local_engine):
     kept = pl.read_parquet(tmp_path / "clean" / "*.parquet").sort("text")
     assert kept["score"].to_list() == [1.0, 4.0, 2.0, 9.0, 4.0]  # mean of 1, 2, 9 over both shards
     assert result.dropped == {"type:score": 1}
+    rejected = pl.read_parquet(rejected_folder(tmp_path / "clean") / "**/*.parquet")
+    assert rejected.select("score", "reason").rows() == [("oops", "type:score")]  # the input value, not null
 
 
 def test_transform_is_pure(web_docs):
