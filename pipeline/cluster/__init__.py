@@ -6,7 +6,7 @@ beside the shards, summary.json (K and how it was chosen, per cluster: size, top
 documents nearest the centre) and labels.toml, a label map to edit and give to `pipeline label
 --map` (cluster names default to their top three terms). --k auto picks K by the silhouette on a
 sample. Centres are saved in OUTPUT/_models/. The same input, options and --seed give the same
-clusters.
+clusters, in process or on Dask (where the fit runs through dask-ml's Incremental).
 
 Example: pipeline cluster --input out/features --output out/clusters --k 8 --seed 1
 """
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
+import scipy.sparse as sp
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.cluster import kmeans, summary
@@ -43,6 +45,7 @@ CENTRES = "centres.npy"
 MODEL_META = "cluster.json"
 SUMMARY = "summary.json"
 LABELS = "labels.toml"
+ASSIGN_GROUP = 64  # shards per engine.map call of the assign pass
 
 
 class Options(StageOptions):
@@ -131,11 +134,23 @@ def _n_features(inputs: list[Path]) -> int | None:
     return json.loads(meta.read_text())["n_features"] if meta.exists() else None
 
 
-def build_summary(records, options: Options, model_meta: dict) -> dict:
+def fold_terms(records, counts: dict[tuple[int, str], int]) -> None:
+    """Add the records' per-shard term counts into `counts` and drop them from the records (in
+    memory only: the task records on disk keep them), so the driver holds one count per
+    (cluster, word) of the sample, not one list per shard."""
+    for record in records:
+        for c, word, n in record.extra.get("terms", []):
+            counts[(int(c), word)] = counts.get((int(c), word), 0) + int(n)
+        record.extra = {**record.extra, "terms": []}
+
+
+def build_summary(records, options: Options, model_meta: dict,
+                  term_counts: dict[tuple[int, str], int] | None = None) -> dict:
     k = model_meta["k"]
     sizes = np.zeros(k, dtype=np.int64)
     sampled: dict[int, int] = {}
-    terms: list[list] = []
+    term_counts = dict(term_counts or {})
+    fold_terms(records, term_counts)
     examples: dict[int, list[dict]] = {c: [] for c in range(k)}
     sq = 0.0
     for record in sorted(records, key=lambda r: r.task):
@@ -144,11 +159,10 @@ def build_summary(records, options: Options, model_meta: dict) -> dict:
             sizes[c] += n
         for c, n in extra["sampled"]:
             sampled[int(c)] = sampled.get(int(c), 0) + int(n)
-        terms += extra["terms"]
         for e in extra["examples"]:
             examples[int(e["cluster"])].append(e)
         sq += extra["sq_distance"]
-    top = summary.top_terms(terms, sampled, options.top_terms)
+    top = summary.top_terms(((c, w, n) for (c, w), n in term_counts.items()), sampled, options.top_terms)
     names = summary.default_names(top, k)
     clusters = []
     for c in range(k):
@@ -187,8 +201,15 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
         with threadpool_limits(limits=1):
             fit(shards, spec, options, fraction, models, engine)
     model_meta = json.loads((models / MODEL_META).read_text())
-    records = done + engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc="cluster")
-    result_summary = build_summary(records, options, model_meta)
+    term_counts: dict[tuple[int, str], int] = {}
+    fold_terms(done, term_counts)
+    records = list(done)
+    for g in range(0, len(todo), ASSIGN_GROUP):  # terms folded group by group: flat driver memory
+        group = todo[g:g + ASSIGN_GROUP]
+        part = engine.map(execute_map_task, group, labels=[str(t.shard) for t in group], desc="cluster")
+        fold_terms(part, term_counts)
+        records += part
+    result_summary = build_summary(records, options, model_meta, term_counts)
     write_json_atomic(output / SUMMARY, result_summary)
     if todo or not (output / LABELS).exists():
         (output / LABELS).write_text(summary.labels_toml(result_summary, str(output)))
@@ -215,12 +236,20 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
     if sample.shape[0] < k:
         raise ConfigError(f"--k {k}: only {sample.shape[0]} rows sampled; lower --k or raise --sample-size")
     centres = kmeans.initial_centres(sample, k, options.seed)
-    model = engine.run_on_driver(lambda: kmeans.fit_minibatch(
-        shards, spec, centres, options.batch_size, options.passes, options.seed))
+    if engine.local or sp.issparse(sample):
+        fitted_by = "partial_fit shard by shard on the driver"
+        model = engine.run_on_driver(lambda: kmeans.fit_minibatch(
+            shards, spec, centres, options.batch_size, options.passes, options.seed))
+    else:
+        fitted_by = "dask-ml Incremental over the shards"
+        engine.start()
+        rows = [pq.ParquetFile(s).metadata.num_rows for s in shards]
+        model = kmeans.fit_incremental(shards, rows, sample.shape[1], spec, centres, options.batch_size,
+                                       options.passes, options.seed)
     models.mkdir(parents=True, exist_ok=True)
     np.save(models / CENTRES, model.cluster_centers_.astype(np.float64))
     meta = {"k": k, "k_chosen_by": chosen_by, "silhouette_by_k": {str(a): b for a, b in scores.items()},
             "silhouette": scores.get(k), "vectors": spec.columns, "normalize": spec.normalize,
-            "sample_rows": int(sample.shape[0]), "seed": options.seed}
+            "sample_rows": int(sample.shape[0]), "seed": options.seed, "fitted_by": fitted_by}
     write_json_atomic(models / MODEL_META, meta)
     return meta

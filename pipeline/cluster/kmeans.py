@@ -10,8 +10,15 @@ The fit never holds more than one shard plus a bounded sample:
 4. ``MiniBatchKMeans.partial_fit`` over every shard in order, in batches of ``batch_size`` rows
    shuffled with a seeded generator, for ``passes`` passes; the driver reads one shard at a time.
 
-This is what dask-ml's ``Incremental`` wrapper does (``partial_fit`` block by block, blocks in
-sequence); doing it directly over the Parquet shards avoids building a Dask array of them.
+On the Dask engine step 4 runs through dask-ml's ``Incremental`` wrapper (``fit_incremental``):
+each shard is a Dask array block loaded (and row-shuffled) on a worker, split into
+``batch_size``-row chunks, and ``Incremental.partial_fit`` chains ``MiniBatchKMeans.partial_fit``
+over the chunks in order (``shuffle_blocks=False``: the order is ours, seeded). The shards go
+in windows of ``WINDOW`` shards, one ``Incremental.partial_fit`` call per window: a Dask array
+over all shards would let the scheduler load every shard ahead of the sequential chain and hold
+them all in the cluster's memory, a window bounds that to ``WINDOW`` shards. The chunks and
+their order are the ones of the in-process loop (``fit_minibatch``), so both give the same
+centres. Sparse vectors (``--vectors tfidf``) always use the in-process loop.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from pipeline.features import vectors
 from pipeline.hashing import xxhash64
 
 SAMPLE_BUCKETS = 1 << 32
+WINDOW = 8
+"""Shards per dask-ml ``Incremental.partial_fit`` call (their vectors in cluster memory at once)."""
 
 
 def sample_expr(seed: int, fraction: float) -> pl.Expr:
@@ -94,24 +103,52 @@ def choose_k(sample, k_min: int, k_max: int, seed: int) -> tuple[int, dict[int, 
 
 
 def initial_centres(sample, k: int, seed: int) -> np.ndarray:
-    model = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sample)
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(sample)
     return np.asarray(model.cluster_centers_, dtype=np.float64)
+
+
+def minibatch_model(centres: np.ndarray, batch_size: int, seed: int) -> MiniBatchKMeans:
+    return MiniBatchKMeans(n_clusters=centres.shape[0], init=centres, n_init=1,
+                           batch_size=batch_size, random_state=seed, compute_labels=False)
+
+
+def shuffled_shard(shard: Path, spec: VectorSpec, seed: int, p: int, i: int):
+    """One shard's vectors, rows in the seeded order of pass p (worker or driver)."""
+    x = spec.matrix(spec.read(shard))
+    return x[np.random.default_rng([seed, p, i]).permutation(x.shape[0])]
 
 
 def fit_minibatch(shards: list[Path], spec: VectorSpec, centres: np.ndarray, batch_size: int,
                   passes: int, seed: int) -> MiniBatchKMeans:
     """partial_fit over every shard (one in memory), `passes` times, from the given centres."""
-    model = MiniBatchKMeans(n_clusters=centres.shape[0], init=centres, n_init=1,
-                            batch_size=batch_size, random_state=seed, compute_labels=False)
+    model = minibatch_model(centres, batch_size, seed)
     for p in range(passes):
         for i, shard in enumerate(shards):
-            x = spec.matrix(spec.read(shard))
-            if x.shape[0] == 0:
-                continue
-            order = np.random.default_rng([seed, p, i]).permutation(x.shape[0])
-            for start in range(0, len(order), batch_size):
-                model.partial_fit(x[order[start:start + batch_size]])
+            x = shuffled_shard(shard, spec, seed, p, i)
+            for start in range(0, x.shape[0], batch_size):
+                model.partial_fit(x[start:start + batch_size])
     return model
+
+
+def fit_incremental(shards: list[Path], rows: list[int], dims: int, spec: VectorSpec,
+                    centres: np.ndarray, batch_size: int, passes: int, seed: int) -> MiniBatchKMeans:
+    """The same fit as fit_minibatch through dask-ml ``Incremental`` on the current Dask client.
+
+    rows: rows per shard (empty shards are skipped); dims: the width of the vectors.
+    """
+    import dask
+    import dask.array as da
+    from dask_ml.wrappers import Incremental
+
+    model = Incremental(minibatch_model(centres, batch_size, seed), shuffle_blocks=False)
+    load = dask.delayed(shuffled_shard, pure=True)
+    work = [(i, shard, n) for i, (shard, n) in enumerate(zip(shards, rows, strict=True)) if n]
+    for p in range(passes):
+        for w in range(0, len(work), WINDOW):
+            blocks = [da.from_delayed(load(shard, spec, seed, p, i), shape=(n, dims), dtype=np.float32)
+                      .rechunk((batch_size, dims)) for i, shard, n in work[w:w + WINDOW]]
+            model.partial_fit(da.concatenate(blocks, axis=0))
+    return model.estimator_
 
 
 def assign(x, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

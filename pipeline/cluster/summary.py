@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -56,7 +57,7 @@ def shard_examples(frame: pl.DataFrame, text_column: str, per_cluster: int) -> l
     return rows.to_dicts()
 
 
-def top_terms(term_rows: list[list], sampled: dict[int, int], n_terms: int) -> dict[int, list[str]]:
+def top_terms(term_rows: Iterable[Sequence], sampled: dict[int, int], n_terms: int) -> dict[int, list[str]]:
     """Per cluster, the n_terms most distinctive words (see the module docstring)."""
     per_cluster: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     overall: dict[str, int] = defaultdict(int)

@@ -45,6 +45,7 @@ META = "features.json"
 IDF_FILE, SVD_FILE, SVD_BUCKETS = "idf.npy", "svd_components.npy", "svd_buckets.npy"
 W2V_FILE, W2V_KV, W2V_WEIGHTS = "word2vec.model", "word2vec.kv", "word2vec_weights.npy"
 SCALER_FILE = "scaler.pkl"
+IDF_GROUP = 64  # shards per engine.map call of the IDF pass (their frequencies on the driver at once)
 
 
 class Options(StageOptions):
@@ -54,8 +55,10 @@ class Options(StageOptions):
     """Hashing TF-IDF features (stateless hashing + one IDF pass), reduced by --svd-components."""
     n_features: int = Field(2**17, ge=16, le=2**22)
     """Hash buckets of the TF-IDF (more = fewer collisions, more memory in the SVD fit)."""
-    stop_words: Literal["english", "none"] = "english"
-    """Drop scikit-learn's English stop words before hashing (none: keep every token)."""
+    stop_words: Literal["english", "none"] = "none"
+    """Drop scikit-learn's English stop words before hashing ("english"), or keep every token
+    ("none", the default: IDF and sublinear tf already damp them, and function words carry
+    style, e.g. third-person narration vs first-person opinion)."""
     sublinear_tf: bool = True
     """Term frequency as 1 + ln(count) instead of the raw count."""
     min_df: int = Field(2, ge=1)
@@ -65,6 +68,13 @@ class Options(StageOptions):
     svd_components: int = Field(100, ge=0, le=1000)
     """Dimensions of `tfidf_svd` (truncated SVD / LSA of the TF-IDF, streamed shard by shard;
     clamped below the number of documents); 0 = no SVD, write the sparse TF-IDF instead."""
+    svd_vocabulary: int = Field(10_000, ge=2, le=2**22)
+    """Buckets the SVD is fitted on: the (at most) this many with the highest document frequency
+    among those with a non-zero IDF. Fixed, so the SVD's memory does not grow with the corpus."""
+    svd_drop_first: bool = True
+    """Leave out the first singular vector (the direction common to every document of the
+    uncentred TF-IDF, close to the mean document; it dominates the cosine of short texts and
+    hides their contrasts); one more component is fitted so --svd-components stay."""
     svd_iterations: int = Field(2, ge=0, le=10)
     """Power iterations of the randomized SVD (each is one more pass over the shards)."""
     keep_sparse: bool = False
@@ -82,7 +92,8 @@ class Options(StageOptions):
     w2v_workers: int = Field(1, ge=1)
     """gensim training threads; 1 makes the model reproducible for a seed, more are faster."""
     w2v_weighting: Literal["tfidf", "mean"] = "tfidf"
-    """Document vector: IDF-weighted mean of word vectors (stop words weigh 0) or plain mean."""
+    """Document vector: IDF-weighted mean of word vectors (with --stop-words english, stop words
+    weigh 0) or plain mean."""
     numeric: list[str] = []
     """Numeric columns to scale into `<col>_scaled` (repeatable)."""
     scaler: Literal["standard", "minmax", "robust"] = "standard"
@@ -192,6 +203,16 @@ def counts_path(work: Path, index: int) -> Path:
     return work / f"counts-{index:05d}.npz"
 
 
+def svd_buckets(df: np.ndarray, idf: np.ndarray, limit: int) -> np.ndarray:
+    """The buckets the SVD is fitted on, ascending: the `limit` with a non-zero IDF and the
+    highest document frequency (ties to the lower bucket index, so the choice is deterministic)."""
+    weighted = np.flatnonzero(idf > 0)
+    if len(weighted) > limit:
+        order = np.lexsort((weighted, -df[weighted]))
+        weighted = np.sort(weighted[order[:limit]])
+    return weighted
+
+
 def fit(shards: list[Path], options: Options, models: Path, work: Path, engine: Engine) -> dict:
     """Fit every model the options ask for over all shards; save them in `models`; return meta."""
     models.mkdir(parents=True, exist_ok=True)
@@ -206,25 +227,32 @@ def fit(shards: list[Path], options: Options, models: Path, work: Path, engine: 
                  for s, p in zip(shards, counts_paths, strict=True)]
         df = np.zeros(options.n_features, dtype=np.int64)
         n_docs = 0
-        for rows, idx, counts in engine.map(idf_shard, tasks, labels=[str(s) for s in shards],
-                                            desc="features-idf"):
-            n_docs += rows
-            df[idx] += counts
+        # summed group by group: the driver never holds more than IDF_GROUP shards' frequencies
+        for g in range(0, len(tasks), IDF_GROUP):
+            group = tasks[g:g + IDF_GROUP]
+            for rows, idx, counts in engine.map(idf_shard, group, labels=[str(t.shard) for t in group],
+                                                desc="features-idf"):
+                n_docs += rows
+                df[idx] += counts
         idf = text.idf_weights(df, n_docs, options.min_df, options.max_df)
         np.save(models / IDF_FILE, idf)
         meta.update(n_docs=n_docs, buckets_used=int((df > 0).sum()), buckets_weighted=int((idf > 0).sum()))
     if options.tfidf and options.svd_components:
-        buckets = np.flatnonzero(idf > 0)
-        k = max(1, min(options.svd_components, meta["n_docs"] - 1, len(buckets)))
+        buckets = svd_buckets(df, idf, options.svd_vocabulary)
+        drop = 1 if options.svd_drop_first else 0
+        k = max(1, min(options.svd_components + drop, meta["n_docs"] - 1, len(buckets)))
+        drop = drop if k > 1 else 0
 
         def load(i: int):
             return text.tfidf(text.load_counts(counts_paths[i]), idf, options.sublinear_tf)[:, buckets]
 
         svd = engine.run_on_driver(lambda: text.randomized_svd_streaming(
             load, len(shards), len(buckets), k, options.svd_iterations, options.seed))
-        np.save(models / SVD_FILE, svd.components)
+        components = np.ascontiguousarray(svd.components[:, drop:])
+        np.save(models / SVD_FILE, components)
         np.save(models / SVD_BUCKETS, buckets)
-        meta.update(svd_components=int(svd.components.shape[1]),
+        meta.update(svd_components=int(components.shape[1]), svd_buckets=int(len(buckets)),
+                    svd_dropped_first=bool(drop),
                     singular_values=[round(float(v), 6) for v in svd.singular_values])
     if options.word2vec:
         model = engine.run_on_driver(lambda: word2vec.train(

@@ -11,10 +11,13 @@ MurmurHash3, seed 0, so the same token lands in the same bucket in every process
   streaming shards through the driver: ``Z = sum_s X_s^T G_s`` (random ``G_s``, seeded per
   shard), ``q`` power iterations ``Z = sum_s X_s^T (X_s Q)`` with ``Q = qr(Z)``, then the small
   Gram matrix ``C = sum_s (X_s Q)^T (X_s Q)`` whose eigenvectors rotate ``Q`` into the top
-  right singular vectors ``V``. Only buckets with a non-zero IDF take part (at most the number
-  of distinct kept tokens, far fewer than ``n_features``). Memory: ``Z`` (``buckets x (k + 10)``
-  float32) plus one shard, whatever the number of documents. ``X V`` is uncentred LSA, i.e. what
-  ``TruncatedSVD`` computes; rows are then L2-normalised.
+  right singular vectors ``V``. Only buckets with a non-zero IDF take part, and of those at
+  most ``svd_vocabulary`` (10,000 by default), the ones with the highest document frequency,
+  chosen after the IDF pass. Memory: ``Z`` (``buckets x (k + 10)`` float32) plus one shard,
+  whatever the number of documents, and the same for 10,000 or 10 million documents once the
+  corpus has more than ``svd_vocabulary`` weighted buckets. ``X V`` is uncentred LSA, i.e. what
+  ``TruncatedSVD`` computes; by default the first singular vector (the direction every
+  document shares, close to the mean document) is left out; rows are then L2-normalised.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def document_frequency(counts: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Buckets present in the batch and in how many documents each: (indices, counts)."""
     df = np.bincount(counts.indices, minlength=counts.shape[1])
     nonzero = np.flatnonzero(df)
-    return nonzero.astype(np.int64), df[nonzero].astype(np.int64)
+    return nonzero.astype(np.int32), df[nonzero].astype(np.int32)
 
 
 def idf_weights(df: np.ndarray, n_docs: int, min_df: int, max_df: float) -> np.ndarray:

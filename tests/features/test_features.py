@@ -42,12 +42,33 @@ def test_streaming_svd_matches_truncated_svd(sms_docs, tmp_path, local_engine):
     models = tmp_path / "feat" / "_models"
     idf, buckets = np.load(models / "idf.npy"), np.load(models / "svd_buckets.npy")
     docs = pl.read_parquet(sms_docs / "*.parquet")
-    x = text.tfidf(text.hashed_counts(docs["text"].to_list(), 2**17, "english"), idf, True)[:, buckets]
+    x = text.tfidf(text.hashed_counts(docs["text"].to_list(), 2**17, None), idf, True)[:, buckets]
     exact = TruncatedSVD(20, algorithm="arpack").fit(x).singular_values_
     meta = json.loads((models / "features.json").read_text())
     ours = np.array(meta["singular_values"])
     assert np.allclose(ours[:10], exact[:10], rtol=0.01)
     assert meta["n_docs"] == 5574 and meta["svd_components"] == 20
+    # one more component fitted, the first (common direction) left out
+    assert meta["svd_dropped_first"] is True and len(ours) == 21
+
+
+def test_svd_vocabulary_is_capped_to_the_most_frequent_buckets(sms_docs, tmp_path, local_engine):
+    options = features.Options(svd_components=10, svd_vocabulary=500)
+    features.run([sms_docs], tmp_path / "feat", options, local_engine)
+    models = tmp_path / "feat" / "_models"
+    buckets = np.load(models / "svd_buckets.npy")
+    meta = json.loads((models / "features.json").read_text())
+    assert len(buckets) == meta["svd_buckets"] == 500 and meta["buckets_weighted"] > 4000
+    assert np.load(models / "svd_components.npy").shape == (500, 10)
+    counts = text.hashed_counts(pl.read_parquet(sms_docs / "*.parquet")["text"].to_list(), 2**17, None)
+    df = np.bincount(counts.indices, minlength=2**17)
+    kept = df >= 2
+    # the 500 kept buckets are the most frequent ones: none left out is more frequent
+    left_out = np.setdiff1d(np.flatnonzero(kept), buckets)
+    assert df[buckets].min() >= df[left_out].max()
+    assert np.array_equal(buckets, np.sort(buckets))
+    out = pl.read_parquet(tmp_path / "feat" / "*.parquet")
+    assert out.schema["tfidf_svd"] == pl.Array(pl.Float32, 10)
 
 
 def test_word2vec_scaler_and_model_reuse(sms_docs, tmp_path, local_engine):
