@@ -10,7 +10,9 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -92,9 +94,11 @@ async def _inspect(url: str, port: int) -> dict[str, Any]:
 
 def inspect_page(path: Path) -> dict[str, Any]:
     """Load PATH (file://) in a fresh headless Chromium; the page's state, errors, a screenshot."""
-    with tempfile.TemporaryDirectory(prefix="report-chromium-") as profile:
+    # Chromium's helper processes can still write to the profile as it is removed: their whole
+    # process group is stopped first, and a file that appears during cleanup is not an error
+    with tempfile.TemporaryDirectory(prefix="report-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             active = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + 60
@@ -105,9 +109,9 @@ def inspect_page(path: Path) -> dict[str, Any]:
             port = int(active.read_text().split()[0])
             return asyncio.run(_inspect(path.resolve().as_uri(), port))
         finally:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
