@@ -82,6 +82,7 @@ class TreeMemory:
         self.pids = pids
         self.interval = interval
         self.peak = 0
+        self.per_process: dict[int, int] = {}  # pid -> its own peak RSS
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -95,9 +96,11 @@ class TreeMemory:
                 continue
             for proc in procs:
                 try:
-                    total += proc.memory_info().rss
+                    rss = proc.memory_info().rss
                 except psutil.NoSuchProcess:
-                    pass
+                    continue
+                total += rss
+                self.per_process[proc.pid] = max(self.per_process.get(proc.pid, 0), rss)
         return total
 
     def _run(self) -> None:
@@ -170,7 +173,10 @@ def run_job(scale: int, corpus: Path, out: Path, engine: str, workers: int, memo
         print(output)
         raise SystemExit(f"x{scale} {engine}: pipeline run failed")
     results = json.loads((out / "_job.json").read_text())["results"]
-    return {"seconds": seconds, "peak": memory.peak, "results": results, "log": output}
+    driver = memory.per_process.get(proc.pid, 0)
+    others = sorted((v for k, v in memory.per_process.items() if k != proc.pid), reverse=True)
+    return {"seconds": seconds, "peak": memory.peak, "driver_peak": driver,
+            "largest_other_peak": others[0] if others else 0, "results": results, "log": output}
 
 
 def corpus_stats(corpus: Path) -> tuple[int, int]:
@@ -217,6 +223,7 @@ def main() -> None:
             rows.append({
                 "scale": scale, "engine": engine, "docs": docs, "mb": text_bytes / 1e6,
                 "seconds": run["seconds"], "peak": run["peak"], "stages": by_stage,
+                "driver_peak": run["driver_peak"], "largest_other_peak": run["largest_other_peak"],
                 "exact_removed": dedup.get("dropped", {}).get("exact_duplicate", 0),
                 "near_removed": dedup.get("dropped", {}).get("near_duplicate", 0),
                 "injected_exact": surviving.filter(pl.col("kind") == "exact").height,
@@ -226,7 +233,8 @@ def main() -> None:
             })
             print(f"x{scale:<3} {engine:<8} {docs:>9} docs {text_bytes / 1e6:8.0f} MB  {run['seconds']:8.1f} s  "
                   f"{docs / run['seconds']:8.0f} docs/s  {text_bytes / 1e6 / run['seconds']:6.2f} MB/s  "
-                  f"peak {format_bytes(run['peak'])}", flush=True)
+                  f"peak {format_bytes(run['peak'])} (driver {format_bytes(run['driver_peak'])}, largest "
+                  f"worker/scheduler {format_bytes(run['largest_other_peak'])})", flush=True)
 
     print("\nper stage (seconds, docs/s in)")
     stages = list(rows[0]["stages"])
