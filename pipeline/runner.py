@@ -90,11 +90,14 @@ def run_job(
         results: list[StageResult] = []
         produced: list[Path] = []  # every dataset folder written so far, for the report
         previous: Path | None = Path(config.job.input) if config.job.input else None
-        # a partial run (--stages) picks up the folders an earlier run left
-        for name in job.stages:
+        # a partial run (--stages) picks up the folders an earlier run left: the first stage run
+        # reads the output of the nearest stage before it in the job, never of one after it
+        first = min((job.stages.index(name) for name in stages if name in job.stages), default=len(job.stages))
+        for index, name in enumerate(job.stages):
             folder = out_dir / STAGES[name].folder
             if name not in stages and (folder / MANIFEST).exists():
-                previous = folder
+                if index < first:
+                    previous = folder
                 produced.append(folder)
         for name in stages:
             options = job.options(name)

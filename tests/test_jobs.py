@@ -63,6 +63,17 @@ def test_demo_rerun_resumes_with_the_same_output(demo):
     assert after == before
 
 
+def test_partial_run_reads_the_nearest_earlier_stage(demo):
+    """`pipeline run JOB --stages features` reads dedup's output, not the last folder of the job."""
+    out, _ = demo
+    again = run_job(REPO / "jobs" / "demo.toml", out=out, only=["features"], echo=quiet,
+                    engine_overrides={"workers": 2})
+    assert [r.stage for r in again] == ["features"]
+    inputs = json.loads((out / "features" / "_manifest.json").read_text())["inputs"]
+    assert [Path(p).name for p in inputs] == ["unique"]
+    assert again[0].skipped_tasks > 0  # same input and options as the full run: resumed
+
+
 def test_sms_recipe_gives_exact_stratified_splits(tmp_path, shared_data, monkeypatch):
     monkeypatch.chdir(REPO)  # the recipe names ../shared/data relative to the checkout
     if not (REPO.parent / "shared" / "data").exists():
