@@ -79,6 +79,9 @@ class Options(StageOptions):
     """Band rows per on-disk LSH partition: bounds the memory of one bucket task."""
     batch_docs: int = Field(2000, ge=1)
     """Documents shingled and signed at once per worker: bounds pass-1 memory."""
+    batch_bytes: int = Field(4_000_000, ge=10_000)
+    """Bytes of text shingled and signed at once per worker (a batch ends at whichever of
+    `batch_docs` and `batch_bytes` comes first): bounds pass-1 memory when documents are long."""
     max_bucket: int = Field(50, ge=2)
     """LSH buckets with more documents link each to the bucket's first (a star) instead of
     every pair, so a huge bucket costs linear, not quadratic, work."""
@@ -136,7 +139,8 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
                 group_bands=group_bands, group_rows=group_rows, threshold=options.threshold,
                 group_threshold=options.group_threshold, verify=options.verify,
                 verify_margin=options.verify_margin, keep=options.keep,
-                partitions=partitions, batch_docs=options.batch_docs, max_bucket=options.max_bucket)
+                partitions=partitions, batch_docs=options.batch_docs, batch_bytes=options.batch_bytes,
+                max_bucket=options.max_bucket)
     details = {"bands": bands, "rows": rows, "group_bands": group_bands, "group_rows": group_rows,
                "partitions": partitions, "num_perm": options.num_perm}
 

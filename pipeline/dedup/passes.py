@@ -55,6 +55,7 @@ class Plan:
     keep: str
     partitions: int
     batch_docs: int
+    batch_bytes: int
     max_bucket: int
 
 
@@ -141,15 +142,31 @@ def partition_of(partitions: int) -> pl.Expr:
     return ((mixed // (1 << 17)) % partitions).cast(pl.Int32)
 
 
+def batch_starts(lengths: np.ndarray, max_docs: int, max_bytes: int) -> np.ndarray:
+    """Row offsets where pass-1 batches start: a batch holds at most `max_docs` rows and the
+    text bytes before its last row stay under `max_bytes` (so at most `max_bytes` plus one
+    document). Vectorised: a row's batch key is (bytes before it // max_bytes, row // max_docs),
+    both non-decreasing, and a batch starts where the key changes."""
+    n = len(lengths)
+    if n == 0:
+        return np.zeros(1, np.int64)
+    before = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])
+    key = (before // max_bytes) * (n // max_docs + 1) + np.arange(n) // max_docs
+    return np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+
+
 def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     plan, shard = args
     path = plan.shards[shard]
     perm = minhash.permutations(plan.num_perm, plan.seed)
     frame = pl.scan_parquet(path, hive_partitioning=False).select("text")
-    total = frame.select(pl.len()).collect().item()
+    lengths = frame.select(pl.col("text").str.len_bytes().fill_null(0)).collect().to_series().to_numpy()
+    total = len(lengths)
+    starts = batch_starts(lengths, plan.batch_docs, plan.batch_bytes)  # [0] for an empty shard,
+    stops = [*starts[1:], total]  # which still writes its files
     pieces, signed, shingle_sets, text_bytes = [], [], [], 0
-    for start in range(0, max(total, 1), plan.batch_docs):  # an empty shard still writes its files
-        texts = frame.slice(start, plan.batch_docs).collect()["text"]
+    for start, stop in zip(starts.tolist(), stops, strict=True):
+        texts = frame.slice(start, stop - start).collect()["text"]
         text_bytes += int(texts.str.len_bytes().sum() or 0)
         band_rows, sigs, sets = band_rows_of_batch(texts, start, shard, plan, perm)
         pieces.append(band_rows)
