@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
@@ -182,3 +183,16 @@ def run_map_stage(
     records = done + records
     output.finalize(records)
     return result_from_records(stage, records, count_rows(shards), output, started, skipped=len(done))
+
+
+def batch_starts(lengths: np.ndarray, max_docs: int, max_bytes: int) -> np.ndarray:
+    """Row offsets where the batches of a shard start (stages that cut a shard to bound memory): a batch holds at most `max_docs` rows and the
+    text bytes before its last row stay under `max_bytes` (so at most `max_bytes` plus one
+    document). Vectorised: a row's batch key is (bytes before it // max_bytes, row // max_docs),
+    both non-decreasing, and a batch starts where the key changes."""
+    n = len(lengths)
+    if n == 0:
+        return np.zeros(1, np.int64)
+    before = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])
+    key = (before // max_bytes) * (n // max_docs + 1) + np.arange(n) // max_docs
+    return np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -31,7 +32,14 @@ from pipeline.clean.quality import (
 )
 from pipeline.engine import Engine
 from pipeline.schema import rejected_folder
-from pipeline.stage import REASON, ShardOutput, StageResult, input_shards, run_map_stage
+from pipeline.stage import (
+    REASON,
+    ShardOutput,
+    StageResult,
+    batch_starts,
+    input_shards,
+    run_map_stage,
+)
 from pipeline.stage import Options as StageOptions
 
 __all__ = ["Options", "run", "clean_shard", "ColumnPolicy"]
@@ -165,6 +173,11 @@ class Options(StageOptions):
     """Keep the per-row measurements (`quality_words`, `quality_lines`, ...) as columns."""
     pii_columns: bool = False
     """Keep per-row PII counts (`pii_email`, ...) as columns."""
+
+    # -- resources -------------------------------------------------------------------------
+    batch_bytes: int = Field(4_000_000, ge=10_000)
+    """Bytes of text normalised, masked and measured at once within a shard: bounds a worker's
+    memory on shards of long documents; the result does not depend on it."""
     _fills: dict = PrivateAttr(default_factory=dict)
 
     @field_validator("remove_characters")
@@ -186,8 +199,13 @@ QUALITY_STATS = [e.meta.output_name() for e in quality_stats(pl.col("text"))] + 
 def clean_frame(frame: pl.LazyFrame, options: Options) -> pl.LazyFrame:
     """The lazy plan of one shard: every column of the input, `text` cleaned, `reason` (null
     for kept rows), PII count columns `pii_<kind>` and quality columns `quality_<stat>`."""
+    return clean_text(apply_policies(frame, options.columns, options._fills), options)
+
+
+def clean_text(frame: pl.LazyFrame, options: Options) -> pl.LazyFrame:
+    """The row-local part of the plan (normalise, C4 lines, PII, quality, reason), applied to
+    a frame the missing-value policies already ran on (its `_reject` column)."""
     text = options.text_column
-    frame = apply_policies(frame, options.columns, options._fills)
     frame = frame.with_columns(normalize_text(pl.col(text), options).alias(text))
     if options.c4_line_filter:
         frame = frame.with_columns(c4_line_filter(pl.col(text)).alias(text))
@@ -210,7 +228,17 @@ def clean_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     """Per-shard transform: kept rows → "main", dropped rows → "rejected" with `reason` (and
     the input values of the columns a policy coerces, so a value that did not parse is kept)."""
     pii = [f"pii_{k}" for k in options.pii_kinds()]
-    result = clean_frame(frame, options).collect(engine="streaming")
+    # policies see the whole shard (interpolation and per-shard fills are order-dependent);
+    # the text work, which expands a text into lines, tokens and n-grams, runs in batches of
+    # at most batch_bytes of text, so one shard of long documents cannot exhaust a worker
+    base = apply_policies(frame, options.columns, options._fills).collect()
+    text = options.text_column
+    lengths = (base[text].str.len_bytes().fill_null(0).to_numpy() if text in base.columns
+               else np.zeros(base.height, np.int64))
+    starts = batch_starts(lengths, max(base.height, 1), options.batch_bytes).tolist()
+    stops = [*starts[1:], base.height]
+    result = pl.concat([clean_text(base.slice(a, b - a).lazy(), options).collect(engine="streaming")
+                        for a, b in zip(starts, stops, strict=True)], how="vertical")
     counts = {f"pii:{k.removeprefix('pii_')}": int(result[k].sum()) for k in pii}
     drop = ([] if options.pii_columns else pii) + ([] if options.quality_columns else [c for c in QUALITY_STATS if c in result.columns])
     raw = [c for c in result.columns if c.startswith(RAW)]  # rejected rows keep input values

@@ -23,6 +23,7 @@ import polars as pl
 
 from pipeline.dataset import StageOutput, TaskRecord
 from pipeline.dedup import minhash
+from pipeline.stage import batch_starts
 
 EXACT_BAND = 65535  # band number of the exact-key "band" in the band files
 ROW_BITS = 32
@@ -140,19 +141,6 @@ def partition_of(partitions: int) -> pl.Expr:
     """The band partition of a band row: a hash of (band, key) modulo the partition count."""
     mixed = pl.col("key") ^ (pl.col("band").cast(pl.UInt64) * pl.lit(0x9E3779B97F4A7C15, pl.UInt64))
     return ((mixed // (1 << 17)) % partitions).cast(pl.Int32)
-
-
-def batch_starts(lengths: np.ndarray, max_docs: int, max_bytes: int) -> np.ndarray:
-    """Row offsets where pass-1 batches start: a batch holds at most `max_docs` rows and the
-    text bytes before its last row stay under `max_bytes` (so at most `max_bytes` plus one
-    document). Vectorised: a row's batch key is (bytes before it // max_bytes, row // max_docs),
-    both non-decreasing, and a batch starts where the key changes."""
-    n = len(lengths)
-    if n == 0:
-        return np.zeros(1, np.int64)
-    before = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])
-    key = (before // max_bytes) * (n // max_docs + 1) + np.arange(n) // max_docs
-    return np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
 
 
 def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:

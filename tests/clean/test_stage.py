@@ -125,3 +125,16 @@ def test_language_filter():
     out = clean_shard(pl.LazyFrame({"text": texts}), Options(languages=["en", "fr"], **off))
     assert out.frames["main"]["language"].to_list() == ["en", "fr"]
     assert out.frames["rejected"].select("language", "reason").rows() == [("de", "language"), (None, "empty")]
+
+
+def test_text_batches_do_not_change_the_result(web_docs):
+    """A shard is cleaned in batches of at most batch_bytes of text (memory); the rows kept, the
+    cleaned text, the reasons and the PII counts are those of one batch."""
+    frame = docs_frame(web_docs["text"].head(120).to_list(), "web")
+    assert frame["text"].str.len_bytes().sum() > 10 * 20_000  # so the small setting cuts it
+    whole = clean_shard(frame.lazy(), Options())
+    cut = clean_shard(frame.lazy(), Options(batch_bytes=20_000))
+    for name in ("main", "rejected"):
+        assert cut.frames[name].equals(whole.frames[name]), name
+    assert cut.counts == whole.counts
+    assert whole.frames["main"].height > 0 and whole.frames["rejected"].height > 0

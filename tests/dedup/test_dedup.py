@@ -14,7 +14,8 @@ from click.testing import CliRunner
 import pipeline.dedup as dedup
 from pipeline.config import ConfigError, validate_options
 from pipeline.dataset import Dataset, write_shard
-from pipeline.dedup import minhash, passes
+from pipeline.dedup import minhash
+from pipeline.stage import batch_starts
 
 
 def truth_shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
@@ -143,9 +144,9 @@ def test_batches_bounded_by_bytes_give_the_same_result(spdx_input, tmp_path, loc
     """Pass 1 cuts a shard into batches by documents and by text bytes; the cut changes memory,
     never the result (SPDX licences are ~5-30 KB: 20 KB batches hold one to four of them)."""
     lengths = np.array([5, 5, 5, 20, 1, 1, 1])
-    assert passes.batch_starts(lengths, 2, 10).tolist() == [0, 2, 4, 6]
-    assert passes.batch_starts(np.zeros(0, np.int64), 2, 10).tolist() == [0]  # empty shard: one batch
-    assert passes.batch_starts(np.array([100, 100, 100]), 2000, 10).tolist() == [0, 1, 2]
+    assert batch_starts(lengths, 2, 10).tolist() == [0, 2, 4, 6]
+    assert batch_starts(np.zeros(0, np.int64), 2, 10).tolist() == [0]  # empty shard: one batch
+    assert batch_starts(np.array([100, 100, 100]), 2000, 10).tolist() == [0, 1, 2]
     default = dedup.run([spdx_input], tmp_path / "a" / "unique", dedup.Options(), local_engine)
     small = dedup.run([spdx_input], tmp_path / "b" / "unique", dedup.Options(batch_bytes=20_000), local_engine)
     assert small.dropped == default.dropped
