@@ -75,6 +75,7 @@ class Engine:
         retries: int = 1,
         progress: bool | None = None,
         no_worker_timeout: float = 120.0,
+        fetch_timeout: float = 60.0,
     ):
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.memory_limit = parse_memory(memory_limit)
@@ -83,6 +84,7 @@ class Engine:
         self.retries = retries
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.no_worker_timeout = no_worker_timeout
+        self.fetch_timeout = fetch_timeout
         self.client = None
         self.cluster = None
 
@@ -185,6 +187,7 @@ class Engine:
             index = {f.key: i for i, f in enumerate(futures)}
             results: list[Any] = [None] * len(futures)
             pending = set(futures)
+            lost: dict[str, int] = {}  # key -> times its finished result could not be fetched
             workerless_since: float | None = None
             try:
                 while pending:
@@ -210,7 +213,20 @@ class Engine:
                             if isinstance(exc, ShardError):
                                 raise exc
                             raise ShardError(labels[index[future.key]], repr(exc))
-                        results[index[future.key]] = future.result()
+                        try:
+                            results[index[future.key]] = future.result(timeout=self.fetch_timeout)
+                        except TimeoutError:
+                            # the worker holding the result died before handing it over (over
+                            # its memory limit, typically) and Dask recomputes it; a worker
+                            # that dies that way every time would loop forever: stop instead
+                            lost[future.key] = lost.get(future.key, 0) + 1
+                            if lost[future.key] > self.retries:
+                                raise ShardError(labels[index[future.key]], (
+                                    f"its result could not be fetched in {lost[future.key]} tries of "
+                                    f"{self.fetch_timeout:.0f} s: the worker holding it kept dying (over "
+                                    "its memory limit?); raise memory_limit or use smaller shards")) from None
+                            pending.add(future)
+                            continue
                         bar.update()
             except BaseException:
                 self.client.cancel(list(pending))

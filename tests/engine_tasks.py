@@ -6,3 +6,10 @@ def square_or_fail(x: int) -> int:
         raise ValueError(f"cannot take item {x}")
     return x * x
 
+
+
+def big_result(megabytes: int):
+    """A result larger than a small worker's memory limit (pages touched, so it is resident)."""
+    import numpy as np
+
+    return np.ones(megabytes * 2**20, dtype=np.uint8)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from engine_tasks import square_or_fail
+from engine_tasks import big_result, square_or_fail
 
 from pipeline.engine import Engine, ShardError
 
@@ -31,3 +31,14 @@ def test_engine_describes_itself():
     assert "in-process" in Engine(workers=0).describe()
     assert "tcp://127.0.0.1:1" in Engine(scheduler="tcp://127.0.0.1:1").describe()
     assert "2 workers" in Engine(workers=2, memory_limit="1GiB").describe()
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_that_dies_over_its_memory_limit_fails_the_map_instead_of_hanging():
+    """A task whose result takes its worker over the memory limit: the nanny kills the worker
+    (while it computes, or while it holds the result for the driver) and Dask recomputes it, on
+    and on. The map must end with a ShardError naming the shard, not wait forever."""
+    with Engine(workers=1, memory_limit="300MiB", retries=1, fetch_timeout=10, progress=False) as engine:
+        with pytest.raises(ShardError) as info:
+            engine.map(big_result, [400], labels=["huge.parquet"])
+    assert info.value.label == "huge.parquet"
