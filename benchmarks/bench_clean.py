@@ -35,8 +35,8 @@ import polars as pl
 from pipeline.clean import Options, clean_frame
 from pipeline.clean.normalize import COMMENT_PATTERN, CONTROL_CHARS, TAG_PATTERN, mojibake_table
 from pipeline.clean.pii import CARD, EMAIL, IBAN, IPV4, IPV6_FENCED, PHONE
-from pipeline.clean.quality import POLICY_PHRASES, RULES
-from pipeline.clean.reference import failing_rules, first_failing_rule
+from pipeline.clean.quality import RULES
+from pipeline.clean.reference import c4_line_filter, failing_rules, first_failing_rule
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -62,7 +62,6 @@ GOPHER_REPETITION = dict(max_dup_paragraph_ratio=0.3, max_dup_paragraph_char_rat
                          max_dup_5gram_char_ratio=0.15, max_dup_6gram_char_ratio=0.14, max_dup_7gram_char_ratio=0.13,
                          max_dup_8gram_char_ratio=0.12, max_dup_9gram_char_ratio=0.11, max_dup_10gram_char_ratio=0.10)
 C4 = dict(c4_line_filter=True, drop_lorem_ipsum=True, drop_curly_bracket=True, min_sentences=5)
-CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 
 
 def load_corpus(copies: int) -> pl.DataFrame:
@@ -131,25 +130,8 @@ def pandas_full(frame: pd.DataFrame, options: Options) -> pd.DataFrame:
     return frame
 
 
-def c4_lines_py(text: str) -> str:
-    kept = []
-    for line in text.split("\n"):
-        line = line.strip()
-        words = line.split()
-        if any(len(w) > 1000 for w in words):
-            continue
-        cited = CITATION.sub("", line)
-        if not cited.endswith((".", "?", "!", '"', "'")) or cited.endswith("..."):
-            continue
-        low = line.lower()
-        if len(words) < 3 or "javascript" in low or any(p in low for p in POLICY_PHRASES):
-            continue
-        kept.append(cited)
-    return "\n".join(kept)
-
-
 def pandas_rules(frame: pd.DataFrame, options: Options) -> list:
-    texts = frame["text"].apply(c4_lines_py) if options.c4_line_filter else frame["text"]
+    texts = frame["text"].apply(c4_line_filter) if options.c4_line_filter else frame["text"]
     reasons = texts.apply(lambda t: first_failing_rule(t, options))
     return [None if pd.isna(r) else r for r in reasons.tolist()]
 

@@ -118,13 +118,12 @@ def copies(base: pl.DataFrame, copy: int, exact: float, near: float, seed: int) 
     )
     frame = base.with_columns(kind=kind, partner=((pl.col("base") + copy * 7919 + 1) % n))
     # partner words in long form, joined on (partner, position): no per-word copy of a list
+    partner_len = base.select(partner=pl.col("base"), plen=words.list.len())
     partner_words = (
-        base.select(partner=pl.col("base"), pw=pl.col("text").str.split(" "))
-        .with_columns(plen=pl.col("pw").list.len())
+        base.select(partner=pl.col("base"), pw=words)
         .explode("pw")
         .with_columns(ppos=pl.int_range(pl.len()).over("partner"))
     )
-    partner_len = partner_words.group_by("partner").agg(plen=pl.col("plen").first())
     exploded = (
         frame.join(partner_len, on="partner", how="left", maintain_order="left")
         .select("base", "kind", "partner", "plen", w=words)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -232,9 +231,7 @@ def clean_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     # the text work, which expands a text into lines, tokens and n-grams, runs in batches of
     # at most batch_bytes of text, so one shard of long documents cannot exhaust a worker
     base = apply_policies(frame, options.columns, options._fills).collect()
-    text = options.text_column
-    lengths = (base[text].str.len_bytes().fill_null(0).to_numpy() if text in base.columns
-               else np.zeros(base.height, np.int64))
+    lengths = base[options.text_column].str.len_bytes().fill_null(0).to_numpy()
     starts = batch_starts(lengths, max(base.height, 1), options.batch_bytes).tolist()
     stops = [*starts[1:], base.height]
     result = pl.concat([clean_text(base.slice(a, b - a).lazy(), options).collect(engine="streaming")
