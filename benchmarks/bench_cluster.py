@@ -26,23 +26,23 @@ working memory grows by more than 15 % from the smallest to the largest scale.
     .venv/bin/python benchmarks/bench_cluster.py                 # both corpora, seeds 0-2, scales 1 4 16 (~5 min)
     .venv/bin/python benchmarks/bench_cluster.py --corpus sms --seeds 1 --scales 1
 
-Measured (2 shared cores, other jobs running; seeds 0-2; NMI mean (min-max), seconds, working MB):
+Measured (2 cores, nothing else running, 2026-11-24; seeds 0-2; NMI mean (min-max), seconds, working MB):
 
     corpus  scale    docs  method   NMI mean (min-max)     seconds  working MB
-    rt          1   13905  ours       0.170 (0.170-0.171)      2.0      81
-    rt          1   13905  textbook   0.007 (0.000-0.013)      0.5      46
-    rt          4   55620  ours       0.170 (0.170-0.170)      5.9      87
-    rt          4   55620  textbook   0.013 (0.008-0.019)      1.2      86
-    rt         16  222480  ours       0.165 (0.165-0.165)     22.3      89
-    rt         16  222480  textbook   0.019 (0.002-0.041)      5.9     209
-    sms         1    5574  ours       0.601 (0.595-0.610)      1.1      76
-    sms         1    5574  textbook   0.058 (0.018-0.139)      0.2      29
-    sms         4   22296  ours       0.594 (0.567-0.628)      3.0      79
-    sms         4   22296  textbook   0.060 (0.003-0.172)      0.8      41
-    sms        16   89184  ours       0.597 (0.565-0.615)      9.5      80
-    sms        16   89184  textbook   0.004 (0.000-0.011)      1.9      77
+    rt          1   13905  ours       0.170 (0.170-0.171)      1.4      79
+    rt          1   13905  textbook   0.007 (0.000-0.013)      0.3      45
+    rt          4   55620  ours       0.170 (0.170-0.170)      4.3      87
+    rt          4   55620  textbook   0.013 (0.008-0.019)      1.0      87
+    rt         16  222480  ours       0.165 (0.165-0.165)     16.0      89
+    rt         16  222480  textbook   0.019 (0.002-0.041)      3.6     214
+    sms         1    5574  ours       0.601 (0.595-0.610)      0.6      74
+    sms         1    5574  textbook   0.058 (0.018-0.139)      0.1      29
+    sms         4   22296  ours       0.594 (0.567-0.628)      1.9      79
+    sms         4   22296  textbook   0.060 (0.003-0.172)      0.5      41
+    sms        16   89184  ours       0.597 (0.565-0.615)     10.3      79
+    sms        16   89184  textbook   0.004 (0.000-0.011)      1.8      78
 
-    Our working memory x1 -> x16: rt +9.6 %, sms +4.9 % (peak RSS 315 -> 323 MB, 310 -> 314 MB).
+    Our working memory x1 -> x16: rt +12.8 %, sms +7.0 % (peak RSS 313 -> 323 MB, 308 -> 313 MB).
 """
 
 from __future__ import annotations
