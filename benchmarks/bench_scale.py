@@ -1,4 +1,4 @@
-"""Scale: `pipeline run` on 1x, 4x and 16x the same real corpus, local engine and a Dask cluster.
+"""Scale: `pipeline run` on 1x, 4x, 16x and 72x the same real corpus, local engine and a Dask cluster.
 
 For each size it builds the corpus (benchmarks/make_corpus.py), runs the job in a child process
 and samples the resident memory of the whole process tree (driver, nannies, workers; for the
@@ -17,8 +17,11 @@ and in total: seconds, docs/s, MB/s and peak memory, then checks that
   printed, not checked: an exact copy of a document that is itself a near-duplicate of
   another is removed with its group, under the near reason.
 
-    python benchmarks/bench_scale.py                       # 1x, 4x, 16x (long: see README)
-    python benchmarks/bench_scale.py --scales 1,2 --man-limit 2000   # a quick look
+    python benchmarks/bench_scale.py             # 1x-72x, 2 workers x 512 MiB (about 45 min: see README)
+    python benchmarks/bench_scale.py --scales 1,2 --memory-limit 1GiB   # a quick look
+
+The largest corpus must be at least 4x one worker's memory limit (x72 of the default base is
+2.2 GB of text against 512 MiB), else the run fails: out-of-core is the point.
 
 Exit status 1 when a check fails.
 """
@@ -71,6 +74,7 @@ max_bullet_lines_ratio = 1.0
 [features]
 [cluster]
 [split]
+shard_rows = 20000          # a pack task holds one output shard: 20,000 rows fit a small worker
 [report]
 """
 
@@ -83,6 +87,7 @@ class TreeMemory:
         self.interval = interval
         self.peak = 0
         self.per_process: dict[int, int] = {}  # pid -> its own peak RSS
+        self.workers_seen: set[int] = set()  # Dask worker processes (a nanny spawns each; restarts add)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -100,6 +105,12 @@ class TreeMemory:
                 except psutil.NoSuchProcess:
                     continue
                 total += rss
+                if proc.pid not in self.per_process:
+                    try:
+                        if "spawn_main" in " ".join(proc.cmdline()):
+                            self.workers_seen.add(proc.pid)
+                    except psutil.Error:
+                        pass
                 self.per_process[proc.pid] = max(self.per_process.get(proc.pid, 0), rss)
         return total
 
@@ -129,10 +140,16 @@ def start_cluster(workers: int, memory_limit: str) -> tuple[str, list[subprocess
     dask = str(Path(PY).parent / "dask")
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    # as the README tells cluster users: each worker's share of the cores, and no memory pause
+    # (what a worker keeps from earlier tasks never frees, so a paused worker stays paused)
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {**os.environ, "POLARS_MAX_THREADS": share, "OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": share,
+           "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False"}
     for _ in range(workers):
         procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
                                        "--memory-limit", memory_limit, "--no-dashboard", "--host", "127.0.0.1"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
     from distributed import Client
 
     with Client(address, timeout="60s") as client:
@@ -172,10 +189,14 @@ def run_job(scale: int, corpus: Path, out: Path, engine: str, workers: int, memo
     if proc.returncode != 0:
         print(output)
         raise SystemExit(f"x{scale} {engine}: pipeline run failed")
-    results = json.loads((out / "_job.json").read_text())["results"]
+    finished = json.loads((out / "_job.json").read_text())
+    results = finished["results"]
+    recycled = finished.get("engine", {}).get("workers_recycled", 0)  # restarted on purpose between passes
     driver = memory.per_process.get(proc.pid, 0)
     others = sorted((v for k, v in memory.per_process.items() if k != proc.pid), reverse=True)
     return {"seconds": seconds, "peak": memory.peak, "driver_peak": driver,
+            "worker_recycles": recycled,
+            "worker_restarts": max(0, len(memory.workers_seen) - workers - recycled),  # killed by their nanny
             "largest_other_peak": others[0] if others else 0, "results": results, "log": output}
 
 
@@ -187,12 +208,14 @@ def corpus_stats(corpus: Path) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scales", default="1,4,16")
+    parser.add_argument("--scales", default="1,4,16,72",
+                        help="corpus sizes, copies of the base; x72 of the default base is 2.2 GB of text, "
+                             "4.2x a 512 MiB worker's memory limit")
     parser.add_argument("--work", type=Path, default=Path("bench-out/scale"))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--memory-limit", default="1GiB")
+    parser.add_argument("--memory-limit", default="512MiB", help="per worker")
     parser.add_argument("--driver-budget", default="1.5GiB", help="memory the driver process may use on top of the workers")
-    parser.add_argument("--man-limit", type=int, default=None)
+    parser.add_argument("--man-limit", type=int, default=1500, help="man pages in the base corpus (0: all)")
     parser.add_argument("--engines", default="local,cluster")
     args = parser.parse_args()
     from dask.utils import format_bytes, parse_bytes
@@ -224,6 +247,7 @@ def main() -> None:
                 "scale": scale, "engine": engine, "docs": docs, "mb": text_bytes / 1e6,
                 "seconds": run["seconds"], "peak": run["peak"], "stages": by_stage,
                 "driver_peak": run["driver_peak"], "largest_other_peak": run["largest_other_peak"],
+                "worker_restarts": run["worker_restarts"], "worker_recycles": run["worker_recycles"],
                 "exact_removed": dedup.get("dropped", {}).get("exact_duplicate", 0),
                 "near_removed": dedup.get("dropped", {}).get("near_duplicate", 0),
                 "injected_exact": surviving.filter(pl.col("kind") == "exact").height,
@@ -234,7 +258,9 @@ def main() -> None:
             print(f"x{scale:<3} {engine:<8} {docs:>9} docs {text_bytes / 1e6:8.0f} MB  {run['seconds']:8.1f} s  "
                   f"{docs / run['seconds']:8.0f} docs/s  {text_bytes / 1e6 / run['seconds']:6.2f} MB/s  "
                   f"peak {format_bytes(run['peak'])} (driver {format_bytes(run['driver_peak'])}, largest "
-                  f"worker/scheduler {format_bytes(run['largest_other_peak'])})", flush=True)
+                  f"worker/scheduler {format_bytes(run['largest_other_peak'])}; workers killed {run['worker_restarts']}, "
+                  f"recycled {run['worker_recycles']})",
+                  flush=True)
 
     print("\nper stage (seconds, docs/s in)")
     stages = list(rows[0]["stages"])
@@ -278,6 +304,11 @@ def main() -> None:
                 low = expected - row["near_pairs_left"] - 0.01 * expected - 2
                 if not low <= removed <= expected + 0.01 * expected + 2:
                     failures.append(f"{engine} x{row['scale']}: removed {removed}, expected {expected}")
+    largest = max(rows, key=lambda r: r["mb"])
+    ratio = largest["mb"] * 1e6 / parse_bytes(args.memory_limit)
+    print(f"\nlargest corpus: {largest['mb']:.0f} MB of text = {ratio:.1f}x the worker memory limit ({args.memory_limit})")
+    if ratio < 4:
+        failures.append(f"the largest corpus is {ratio:.1f}x the worker memory limit, not at least 4x")
     if "local" in engines and "cluster" in engines:
         print("\nlocal vs cluster (seconds)")
         for scale in scales:

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from pipeline.stage import Options
 from pipeline.stages import ORDER, STAGES
@@ -57,6 +57,9 @@ class EngineOptions(Options):
     workers do the work and `workers`/`memory_limit` are ignored."""
     retries: int = 1
     """Times a failed shard is retried before the stage fails."""
+    recycle_fraction: float = Field(0.7, ge=0, le=1)
+    """Before each pass, restart the idle local workers holding more than this share of their
+    memory limit (libraries and allocator caches a process never gives back); 0: never."""
 
 
 class DemoSiteOptions(Options):

@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -76,6 +77,7 @@ class Engine:
         progress: bool | None = None,
         no_worker_timeout: float = 120.0,
         fetch_timeout: float = 60.0,
+        recycle_fraction: float | None = 0.7,  # 0 or None: never (see recycle)
     ):
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.memory_limit = parse_memory(memory_limit)
@@ -85,6 +87,8 @@ class Engine:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.no_worker_timeout = no_worker_timeout
         self.fetch_timeout = fetch_timeout
+        self.recycle_fraction = recycle_fraction
+        self.recycled = 0  # local workers restarted before a pass (see recycle)
         self.client = None
         self.cluster = None
 
@@ -111,22 +115,46 @@ class Engine:
             self.client = Client(self.scheduler, timeout="30s")
         else:
             self.cluster = LocalCluster(
-                env=self.worker_thread_env(),
+                env=self.worker_env(),
                 n_workers=self.workers,
                 threads_per_worker=self.threads_per_worker,
                 memory_limit=self.memory_limit,
                 processes=True,
                 dashboard_address=":0",  # a free port: two jobs on one machine never collide
                 silence_logs=logging.CRITICAL,  # failures surface as ShardError
+                # each nanny hands this to its worker at every (re)start; see worker_env
+                config=self.worker_config(),
             )
             self.client = Client(self.cluster)
 
-    def worker_thread_env(self) -> dict[str, str]:
-        """Each local worker gets its share of the cores for Polars, BLAS and OpenMP pools.
+    @staticmethod
+    def worker_config() -> dict:
+        """This process's Dask config with the workers' memory pause off (see worker_env); whole,
+        because a nanny merges it over its own config key by key at the top level only."""
+        import copy
 
-        Without it every worker process starts one thread per core, and n workers on n cores
-        run n*n threads that fight over the same cores (measured: dedup took 2x the CPU of an
-        in-process run). An external cluster's workers are configured by whoever starts them.
+        import dask
+
+        with dask.config.set({"distributed.worker.memory.pause": False}):
+            return copy.deepcopy(dask.config.config)
+
+    def worker_env(self) -> dict[str, str]:
+        """The local workers' environment: their share of the cores. (And why they never pause.)
+
+        Threads: without a share every worker process starts one thread per core for Polars,
+        BLAS and OpenMP, and n workers on n cores run n*n threads that fight over the same cores
+        (measured: dedup took 2x the CPU of an in-process run).
+
+        Pause: Dask pauses a worker above 80 % of its memory limit until it frees memory. Our
+        tasks hand their results straight back and hold no data a pause could wait out, and a
+        worker whose memory kept from earlier tasks stays above the fraction pauses for good
+        and stalls the job (seen at 512 MiB: Python, Polars, scikit-learn and dask-ml loaded
+        leave ~330 MiB resident). Unpaused, a worker that really runs out is restarted by its
+        nanny (95 %), which frees it, and the shard retried. The setting goes to each nanny as
+        its workers' config: a worker process takes its nanny's config over its environment, and
+        a config set around the cluster's start is gone when a nanny restarts a worker (``recycle``).
+
+        An external cluster's workers are configured by whoever starts them (see README).
         """
         share = str(max(1, (os.cpu_count() or 1) // max(1, self.workers)) * self.threads_per_worker)
         names = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -175,8 +203,7 @@ class Engine:
                     bar.update()
                 return results
             self.start()
-            from distributed import wait
-
+            self.recycle()
             futures = [
                 self.client.submit(
                     _call_labelled, fn, item, label, pure=False, retries=self.retries,
@@ -184,57 +211,153 @@ class Engine:
                 )
                 for i, (item, label) in enumerate(zip(items, labels, strict=True))
             ]
-            index = {f.key: i for i, f in enumerate(futures)}
-            results: list[Any] = [None] * len(futures)
-            pending = set(futures)
-            lost: dict[str, int] = {}  # key -> times its finished result could not be fetched
-            workerless_since: float | None = None
-            try:
-                while pending:
-                    try:
-                        done, pending = wait(pending, timeout=5, return_when="FIRST_COMPLETED")
-                    except TimeoutError:
-                        done = set()
-                    if not done:
-                        # a cluster whose workers all died (OOM-killed, killed by hand) never
-                        # finishes: say so instead of waiting forever
-                        if self.client.scheduler_info().get("workers"):
-                            workerless_since = None
-                        elif workerless_since is None:
-                            workerless_since = time.monotonic()
-                        elif time.monotonic() - workerless_since > self.no_worker_timeout:
-                            raise RuntimeError(
-                                f"{desc}: no Dask worker alive for {self.no_worker_timeout:.0f} s "
-                                f"({self.describe()}); finished shards are kept, re-run to resume")
-                        continue
-                    for future in done:
-                        if future.status == "error":
-                            exc = future.exception()
-                            if isinstance(exc, ShardError):
-                                raise exc
-                            raise ShardError(labels[index[future.key]], repr(exc))
-                        try:
-                            results[index[future.key]] = future.result(timeout=self.fetch_timeout)
-                        except TimeoutError:
-                            # the worker holding the result died before handing it over (over
-                            # its memory limit, typically) and Dask recomputes it; a worker
-                            # that dies that way every time would loop forever: stop instead
-                            lost[future.key] = lost.get(future.key, 0) + 1
-                            if lost[future.key] > self.retries:
-                                raise ShardError(labels[index[future.key]], (
-                                    f"its result could not be fetched in {lost[future.key]} tries of "
-                                    f"{self.fetch_timeout:.0f} s: the worker holding it kept dying (over "
-                                    "its memory limit?); raise memory_limit or use smaller shards")) from None
-                            pending.add(future)
-                            continue
-                        bar.update()
-            except BaseException:
-                self.client.cancel(list(pending))
-                raise
-            return results
+            return self._wait(futures, labels, desc, bar)
         finally:
             bar.close()
+
+    def recycle(self) -> int:
+        """Restart the idle local workers whose memory is above ``recycle_fraction`` of their limit.
+
+        A worker keeps memory between tasks that never returns to the system: the libraries
+        the tasks imported (Polars, scikit-learn, dask-ml: ~330 MiB) and allocator caches. At a
+        small memory limit that leaves a pass too little room, and the nanny kills workers
+        mid-task (measured at 512 MiB: the report killed a worker 2 times in a run). A fresh
+        process costs ~2 s, so only the heavy ones are restarted, between passes, when no task
+        of ours runs. Only this engine's own LocalCluster: an external cluster may serve others.
+        Returns how many were restarted.
+        """
+        if self.cluster is None or self.client is None or not self.recycle_fraction:
+            return 0
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        heavy = [address for address, w in workers.items()
+                 if w.get("memory_limit") and w.get("metrics", {}).get("memory", 0) > self.recycle_fraction * w["memory_limit"]]
+        if heavy:
+            status = self.client.restart_workers(heavy, timeout=120, raise_for_error=False)
+            self.recycled += len(heavy)
+            try:  # the pool must be whole again before a pass is sized for it
+                self.client.wait_for_workers(len(workers), timeout=120)
+            except TimeoutError:
+                raise RuntimeError(f"restarting {len(heavy)} worker(s) held over {self.recycle_fraction:.0%} of their "
+                                   f"memory limit left the cluster short of workers ({status}); set "
+                                   "[engine] recycle_fraction = 0 to keep them instead") from None
+        return len(heavy)
+
+    def _wait(self, futures: list, labels: Sequence[str], desc: str, bar=None) -> list:
+        """The futures' results in order, failing instead of waiting forever.
+
+        Fails (cancelling the rest) on the first error, when no worker is alive or every worker
+        is paused over its memory limit for ``no_worker_timeout`` s, and when a finished result
+        cannot be fetched ``retries`` + 1 times (the worker holding it keeps dying).
+        """
+        from distributed import wait
+
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        pending = set(futures)
+        lost: dict[str, int] = {}  # key -> times its finished result could not be fetched
+        stuck_since: float | None = None
+        try:
+            while pending:
+                try:
+                    done, pending = wait(pending, timeout=5, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    done = set()
+                if not done:
+                    stuck = self._why_stuck()
+                    if stuck is None:
+                        stuck_since = None
+                    elif stuck_since is None:
+                        stuck_since = time.monotonic()
+                    elif time.monotonic() - stuck_since > self.no_worker_timeout:
+                        what, advice = stuck
+                        raise RuntimeError(f"{desc}: {what} for {self.no_worker_timeout:.0f} s ({self.describe()}); "
+                                           f"{advice}finished shards are kept, re-run to resume")
+                    continue
+                stuck_since = None
+                for future in done:
+                    if future.status == "error":
+                        exc = future.exception()
+                        if isinstance(exc, ShardError):
+                            raise exc
+                        raise ShardError(labels[index[future.key]], repr(exc))
+                    try:
+                        results[index[future.key]] = future.result(timeout=self.fetch_timeout)
+                    except TimeoutError:
+                        # the worker holding the result died before handing it over (over its
+                        # memory limit, typically) and Dask recomputes it; a worker that dies
+                        # that way every time would loop forever: stop instead
+                        lost[future.key] = lost.get(future.key, 0) + 1
+                        if lost[future.key] > self.retries:
+                            raise ShardError(labels[index[future.key]], (
+                                f"its result could not be fetched in {lost[future.key]} tries of "
+                                f"{self.fetch_timeout:.0f} s: the worker holding it kept dying (over "
+                                "its memory limit?); raise memory_limit or use smaller shards")) from None
+                        pending.add(future)
+                        continue
+                    if bar is not None:
+                        bar.update()
+        except BaseException:
+            self.client.cancel(list(pending))
+            raise
+        return results
+
+    def _why_stuck(self) -> tuple[str, str] | None:
+        """(what, advice) when no worker can run a task now (none alive, all paused), or None."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        if not workers:
+            return "no Dask worker alive", ""
+        if all(w.get("status") == "paused" for w in workers.values()):
+            return (f"all {len(workers)} Dask workers paused over their memory limit's pause fraction",
+                    "raise the workers' --memory-limit, or start them with "
+                    "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE=False (memory they keep from earlier "
+                    "tasks never frees); ")
+        return None
+
+    @contextmanager
+    def watching(self, desc: str):
+        """Dask collections computed inside (dask-ml's own ``compute``) wait like ``map`` does.
+
+        Inside, ``dask.compute`` runs on this engine's client through ``_watched_get``: a
+        failing task, a cluster without workers or with every worker paused ends in an error,
+        not a hang. (The scheduler setting is a module function, not a bound method: a nanny
+        that restarts a worker ships the Dask config to it, and a client does not pickle.)
+        """
+        import dask
+
+        global _WATCHED
+        self.start()
+        previous, _WATCHED = _WATCHED, (self, desc)
+        try:
+            with dask.config.set(scheduler=_watched_get):
+                yield
+        finally:
+            _WATCHED = previous
+
+    def _get(self, dsk, keys, desc: str = "compute", **kwargs):
+        from dask.core import flatten
+
+        futures = self.client.get(dsk, keys, sync=False, **kwargs)
+        flat = list(flatten(futures))
+        results = dict(zip([f.key for f in flat], self._wait(flat, [str(f.key) for f in flat], desc),
+                           strict=True))
+
+        def pack(item):
+            return [pack(i) for i in item] if isinstance(item, list) else results[item.key]
+
+        return pack(futures)
 
     def run_on_driver(self, fn: Callable[[], R]) -> R:
         """Small global steps that need no worker (kept explicit so stages say what runs where)."""
         return fn()
+
+
+_WATCHED: tuple[Engine, str] | None = None
+"""The engine (and progress label) of the innermost ``Engine.watching`` block."""
+
+
+def _watched_get(dsk, keys, **kwargs):
+    """The Dask scheduler function inside ``Engine.watching``."""
+    if _WATCHED is None:
+        raise RuntimeError("dask.compute outside Engine.watching with its scheduler still set")
+    engine, desc = _WATCHED
+    return engine._get(dsk, keys, desc=desc, **kwargs)

@@ -123,6 +123,7 @@ def run_job(
         "job": str(job.path),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": [r.model_dump(mode="json") for r in results],
+        "engine": {"describe": engine.describe(), "workers_recycled": engine.recycled},
     })
     splits = out_dir / STAGES["split"].folder
     report = out_dir / STAGES["report"].folder

@@ -13,3 +13,20 @@ def big_result(megabytes: int):
     import numpy as np
 
     return np.ones(megabytes * 2**20, dtype=np.uint8)
+
+
+HELD: list = []
+
+
+def hold_memory(fraction: float) -> int:
+    """Take this worker's resident memory to `fraction` of its limit and keep it (as memory a
+    worker retains from earlier tasks would be). Returns the resident bytes."""
+    import numpy as np
+    import psutil
+    from distributed import get_worker
+
+    limit = get_worker().memory_manager.memory_limit
+    extra = int(fraction * limit) - psutil.Process().memory_info().rss
+    if extra > 0:
+        HELD.append(np.ones(extra, dtype=np.uint8))
+    return psutil.Process().memory_info().rss

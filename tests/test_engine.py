@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from engine_tasks import big_result, square_or_fail
+from engine_tasks import big_result, hold_memory, square_or_fail
 
 from pipeline.engine import Engine, ShardError
 
@@ -42,3 +44,44 @@ def test_a_worker_that_dies_over_its_memory_limit_fails_the_map_instead_of_hangi
         with pytest.raises(ShardError) as info:
             engine.map(big_result, [400], labels=["huge.parquet"])
     assert info.value.label == "huge.parquet"
+
+
+@pytest.mark.timeout(300)
+def test_local_workers_holding_memory_over_the_pause_fraction_still_run():
+    """Dask pauses a worker over 80 % of its limit until it frees memory; memory a worker keeps
+    from earlier tasks (loaded libraries, allocator caches) never frees, and a paused worker
+    would stall the job for good. The local cluster's workers run unpaused, also after a
+    restart, and a worker kept over `recycle_fraction` is restarted before the next pass."""
+    import dask.array as da
+
+    limit = 1024 * 2**20  # room above the pause fraction (80 %) and below the nanny's kill (95 %)
+    with Engine(workers=1, memory_limit="1GiB", progress=False, no_worker_timeout=10,
+                recycle_fraction=None) as engine:
+        [resident] = engine.map(hold_memory, [0.83])
+        assert resident > 0.8 * limit
+        assert engine.map(square_or_fail, [0, 2]) == [0, 4]
+        with engine.watching("probe"):  # a Dask collection computed inside runs on the workers too
+            assert int(da.ones(1000, chunks=100).sum().compute()) == 1000
+
+        [still] = engine.map(hold_memory, [0.0])  # the same process, still holding it
+        assert still > 0.8 * limit
+        engine.recycle_fraction = 0.7
+        time.sleep(2)  # the scheduler learns the worker's memory from its heartbeat
+        assert engine.recycle() == 1
+        [after_restart] = engine.map(hold_memory, [0.0])  # a fresh process holds nothing yet
+        assert after_restart < 0.5 * limit
+        [resident] = engine.map(hold_memory, [0.83])  # the restarted worker runs unpaused too
+        assert resident > 0.8 * limit
+        time.sleep(2)
+        engine.recycle_fraction = None
+        assert engine.map(square_or_fail, [3 - 1]) == [4]
+        assert engine.recycled == 1
+
+
+def test_a_failing_task_of_a_watched_compute_is_an_error(dask_engine):
+    import dask
+    import dask.array as da
+
+    fail = dask.delayed(square_or_fail, pure=True)
+    with dask_engine.watching("probe"), pytest.raises(ShardError, match="cannot take item 3"):
+        da.from_delayed(fail(3), shape=(), dtype=int).compute()

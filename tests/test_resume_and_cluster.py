@@ -6,6 +6,7 @@ The input is the SMS spam collection cut into many small shards in the document 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -157,3 +158,46 @@ def test_a_cluster_without_workers_fails_clearly_instead_of_hanging():
     finally:
         os.killpg(scheduler.pid, signal.SIGTERM)
         scheduler.wait(20)
+
+
+@pytest.mark.timeout(300)
+def test_a_cluster_whose_workers_all_pause_fails_clearly_instead_of_hanging():
+    """An external worker over its pause fraction (80 % of --memory-limit) runs nothing until it
+    frees memory; memory it keeps never frees. A map, and a Dask collection computed under
+    `watching` (dask-ml's fit), must end with an error that says so."""
+    import dask.array as da
+    from engine_tasks import hold_memory
+
+    from pipeline.engine import Engine
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).parent / "dask")
+    # the scheduler unpickles the task graph too: both import the tests' task module
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True),
+             subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--memory-limit",
+                               "400MiB", "--no-dashboard", "--host", "127.0.0.1"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=120)
+        engine = Engine(scheduler=address, progress=False, no_worker_timeout=3)
+        [resident] = engine.map(hold_memory, [0.85])
+        assert resident > 0.8 * 400 * 2**20
+        with pytest.raises(RuntimeError, match="all 1 Dask workers paused"):
+            engine.map(math.factorial, [1, 2, 3], desc="probe")
+        with engine.watching("probe"), pytest.raises(RuntimeError, match="all 1 Dask workers paused"):
+            da.ones(1000, chunks=100).sum().compute()
+        engine.close()
+    finally:
+        for proc in reversed(procs):
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

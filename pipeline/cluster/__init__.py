@@ -245,7 +245,7 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
         engine.start()
         rows = [pq.ParquetFile(s).metadata.num_rows for s in shards]
         model = kmeans.fit_incremental(shards, rows, sample.shape[1], spec, centres, options.batch_size,
-                                       options.passes, options.seed)
+                                       options.passes, options.seed, engine)
     models.mkdir(parents=True, exist_ok=True)
     np.save(models / CENTRES, model.cluster_centers_.astype(np.float64))
     meta = {"k": k, "k_chosen_by": chosen_by, "silhouette_by_k": {str(a): b for a, b in scores.items()},

@@ -33,6 +33,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
 from pipeline.dataset import DatasetError
+from pipeline.engine import Engine
 from pipeline.features import vectors
 from pipeline.hashing import xxhash64
 
@@ -131,10 +132,13 @@ def fit_minibatch(shards: list[Path], spec: VectorSpec, centres: np.ndarray, bat
 
 
 def fit_incremental(shards: list[Path], rows: list[int], dims: int, spec: VectorSpec,
-                    centres: np.ndarray, batch_size: int, passes: int, seed: int) -> MiniBatchKMeans:
-    """The same fit as fit_minibatch through dask-ml ``Incremental`` on the current Dask client.
+                    centres: np.ndarray, batch_size: int, passes: int, seed: int,
+                    engine: Engine) -> MiniBatchKMeans:
+    """The same fit as fit_minibatch through dask-ml ``Incremental`` on the engine's Dask client.
 
-    rows: rows per shard (empty shards are skipped); dims: the width of the vectors.
+    rows: rows per shard (empty shards are skipped); dims: the width of the vectors. dask-ml
+    computes each window itself; ``engine.watching`` makes that fail like a map does (a failing
+    task, no worker alive, every worker paused) instead of waiting forever.
     """
     import dask
     import dask.array as da
@@ -147,7 +151,8 @@ def fit_incremental(shards: list[Path], rows: list[int], dims: int, spec: Vector
         for w in range(0, len(work), WINDOW):
             blocks = [da.from_delayed(load(shard, spec, seed, p, i), shape=(n, dims), dtype=np.float32)
                       .rechunk((batch_size, dims)) for i, shard, n in work[w:w + WINDOW]]
-            model.partial_fit(da.concatenate(blocks, axis=0))
+            with engine.watching("cluster-fit"):
+                model.partial_fit(da.concatenate(blocks, axis=0))
     return model.estimator_
 
 

@@ -140,7 +140,8 @@ def _profile_shard(task: ProfileTask, known_nulls: dict[str, int]) -> dict[str, 
 
     exprs: list[pl.Expr] = [pl.len().alias("__rows")]
     exprs += [pl.col(c).null_count().alias(f"null:{c}") for c in plain if c not in known_nulls]
-    exprs += [(pl.col(c).str.strip_chars().str.len_chars() == 0).sum().alias(f"empty:{c}") for c in strings]
+    # blank = only whitespace; a match, not strip_chars, which copies every string first
+    exprs += [pl.col(c).str.contains(r"^\s*$").sum().alias(f"empty:{c}") for c in strings]
     for column, (_, check) in RANGE_CHECKS.items():
         if column in present and column in plain:
             col = pl.col(column)
@@ -190,6 +191,7 @@ def _counts(frame: pl.LazyFrame, key: pl.Expr) -> dict[str, int]:
 def _text_profile(task: ProfileTask, frame: pl.LazyFrame, present: set[str]) -> dict[str, Any]:
     text = pl.col(task.text_column).fill_null("")
     words = text.str.count_matches(r"\w+").cast(pl.Int64)
+    # one read of the text: the per-row numbers (no text) are small, the three summaries use them
     measured = frame.select(
         _key_expr("source", present).alias("source"),
         _split_expr(present).alias("split"),
@@ -198,13 +200,12 @@ def _text_profile(task: ProfileTask, frame: pl.LazyFrame, present: set[str]) -> 
         text.str.len_chars().cast(pl.Int64).alias("chars"),
         text.str.len_bytes().cast(pl.Int64).alias("bytes"),
         sample_key(task, present).alias("h"),
-    )
-    groups = (measured.group_by("source", "split", "label")
-              .agg(pl.len().alias("rows"), pl.col("words").sum(), pl.col("chars").sum(), pl.col("bytes").sum())
-              .collect())
+    ).collect()
+    groups = (measured.group_by("source", "split", "label", maintain_order=True)
+              .agg(pl.len().alias("rows"), pl.col("words").sum(), pl.col("chars").sum(), pl.col("bytes").sum()))
     bucket = (pl.col("words") + 1).log(2).floor().cast(pl.Int32).alias("bucket")
-    hist = measured.select("split", bucket).group_by("split", "bucket").len().collect()
-    bottom = (measured.group_by("split").agg(pl.col("h").bottom_k(task.sample_rows)).collect())
+    hist = measured.select("split", bucket).group_by("split", "bucket").len()
+    bottom = measured.group_by("split").agg(pl.col("h").bottom_k(task.sample_rows))
     return {
         "groups": groups.rows(),  # (source, split, label, rows, words, chars, bytes)
         "length_hist": {(s, int(b)): int(n) for s, b, n in hist.iter_rows()},
