@@ -74,7 +74,7 @@ max_bullet_lines_ratio = 1.0
 [features]
 [cluster]
 [split]
-shard_rows = 20000          # a pack task holds one output shard: 20,000 rows fit a small worker
+shard_rows = 10000          # a pack or report task holds one output shard: 10,000 rows fit a 512 MiB worker
 [report]
 """
 

@@ -14,7 +14,7 @@ import xxhash
 from pipeline.dataset import write_shard
 from pipeline.report.baseline import confident_learning_candidates
 from pipeline.report.inputs import hive_values
-from pipeline.report.metrics import class_stats, ngram_stats
+from pipeline.report.metrics import class_stats, diversity_texts, ngram_stats
 from pipeline.report.profile import ProfileTask, profile_shard, sample_shard, thresholds_from
 
 from .jobdata import WORD, read_sms
@@ -87,3 +87,12 @@ def test_class_stats_and_ngrams():
     assert (grams["tokens"], grams["vocabulary_size"]) == (5, 3)
     assert grams["distinct_2"] == pytest.approx(2 / 3)  # the-cat, cat-sat, the-cat
     assert grams["ngrams_3"] == 1 and grams["distinct_3"] == 1.0
+
+
+def test_diversity_reads_a_bounded_prefix_of_the_sample_in_hash_order():
+    sample = pl.DataFrame({"text": ["dddd", "aaaaaa", "bb", "ccc"], "h": [4, 1, 2, 3]},
+                          schema={"text": pl.String, "h": pl.UInt64})
+    # h order: aaaaaa, bb, ccc, dddd; cut to 5 chars: aaaaa (5), bb (7), ccc (10), dddd (14)
+    assert diversity_texts(sample, max_chars=5, max_bytes=10).to_list() == ["aaaaa", "bb", "ccc"]
+    assert diversity_texts(sample, max_chars=5, max_bytes=3).to_list() == ["aaaaa"]  # at least one
+    assert diversity_texts(sample).to_list() == ["aaaaaa", "bb", "ccc", "dddd"]
