@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -90,23 +91,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture()
-def external_cluster():
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, as a user would start them."""
+@contextmanager
+def dask_cluster(workers: int, memory_limit: str = "2GiB", env: dict[str, str] | None = None):
+    """`dask scheduler` and `workers` `dask worker` processes on 127.0.0.1, as a user would start
+    them; yields the scheduler's address once every worker has joined."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = str(Path(sys.executable).parent / "dask")
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    for _ in range(2):
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    for _ in range(workers):
         procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                       "--memory-limit", "2GiB", "--no-dashboard", "--host", "127.0.0.1"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                                       "--memory-limit", memory_limit, "--no-dashboard", "--host", "127.0.0.1"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
     from distributed import Client
 
     try:
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=120)
+        with Client(address, timeout="60s") as client:  # waits for the scheduler to listen
+            if workers:
+                client.wait_for_workers(workers, timeout=120)
         yield address
     finally:
         for proc in reversed(procs):
@@ -116,6 +120,13 @@ def external_cluster():
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture()
+def external_cluster():
+    """A scheduler and two workers with 2 GiB each."""
+    with dask_cluster(2) as address:
+        yield address
 
 
 def test_external_cluster_gives_the_local_output(sms_docs, tmp_path, external_cluster):
@@ -131,33 +142,16 @@ def test_external_cluster_gives_the_local_output(sms_docs, tmp_path, external_cl
 
 def test_a_cluster_without_workers_fails_clearly_instead_of_hanging():
     """A scheduler whose workers are gone (OOM-killed, killed by hand) must not hang a stage."""
-    import math
-
     from pipeline.engine import Engine
 
-    port = free_port()
-    dask = str(Path(sys.executable).parent / "dask")
-    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        engine = Engine(scheduler=f"tcp://127.0.0.1:{port}", progress=False, no_worker_timeout=3)
-        deadline = time.time() + 60
-        while True:  # the scheduler needs a moment to listen
-            try:
-                engine.start()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
+    with dask_cluster(0) as address:
+        engine = Engine(scheduler=address, progress=False, no_worker_timeout=3)
+        engine.start()
         started = time.time()
         with pytest.raises(RuntimeError, match="no Dask worker alive"):
             engine.map(math.factorial, [1, 2, 3], desc="probe")  # importable by the scheduler too
         assert time.time() - started < 60
         engine.close()
-    finally:
-        os.killpg(scheduler.pid, signal.SIGTERM)
-        scheduler.wait(20)
 
 
 @pytest.mark.timeout(300)
@@ -170,34 +164,18 @@ def test_a_cluster_whose_workers_all_pause_fails_clearly_instead_of_hanging():
 
     from pipeline.engine import Engine
 
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = str(Path(sys.executable).parent / "dask")
     # the scheduler unpickles the task graph too: both import the tests' task module
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True),
-             subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--memory-limit",
-                               "400MiB", "--no-dashboard", "--host", "127.0.0.1"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    try:
-        from distributed import Client
-
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(1, timeout=120)
+    with dask_cluster(1, "400MiB", env) as address:
         engine = Engine(scheduler=address, progress=False, no_worker_timeout=3)
         [resident] = engine.map(hold_memory, [0.85])
         assert resident > 0.8 * 400 * 2**20
+        deadline = time.time() + 30  # the worker's memory monitor pauses it within a moment
+        while [w["status"] for w in engine.client.scheduler_info()["workers"].values()] != ["paused"]:
+            assert time.time() < deadline, "the worker never paused"
+            time.sleep(0.2)
         with pytest.raises(RuntimeError, match="all 1 Dask workers paused"):
             engine.map(math.factorial, [1, 2, 3], desc="probe")
         with engine.watching("probe"), pytest.raises(RuntimeError, match="all 1 Dask workers paused"):
             da.ones(1000, chunks=100).sum().compute()
         engine.close()
-    finally:
-        for proc in reversed(procs):
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)

@@ -222,16 +222,20 @@ def pass2_partition(args: tuple[Plan, int]) -> TaskRecord:
 
 
 # -- pass 2b -----------------------------------------------------------------------------------
-def load_shingles(plan: Plan, nodes: np.ndarray) -> pl.DataFrame:
-    """(node, sh) shingle rows (repeats kept) of the given documents, read shard by shard from the shingle files pass 1 wrote (only the rows asked for are kept)."""
+def _rows_of(plan: Plan, kind: str, nodes: np.ndarray):
+    """(shard, lazy frame of the given documents' rows) for each pass-1 `kind` file ("sig",
+    "shingles") holding any of the nodes; the filter keeps only the rows asked for."""
     nodes = np.unique(nodes)
-    frames = []
     for shard in np.unique(shard_of(nodes)):
         rows = nodes[shard_of(nodes) == shard] % (1 << ROW_BITS)
-        frame = (pl.scan_parquet(str(Path(plan.work) / "shingles" / f"s={int(shard):05d}.parquet"))
-                 .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode()))
-                 .select(node=pl.col("row") + (int(shard) << ROW_BITS), sh="sh").collect())
-        frames.append(frame)
+        yield int(shard), (pl.scan_parquet(str(Path(plan.work) / kind / f"s={int(shard):05d}.parquet"))
+                           .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode())))
+
+
+def load_shingles(plan: Plan, nodes: np.ndarray) -> pl.DataFrame:
+    """(node, sh) shingle rows (repeats kept) of the given documents, read shard by shard from the shingle files pass 1 wrote (only the rows asked for are kept)."""
+    frames = [frame.select(node=pl.col("row") + (shard << ROW_BITS), sh="sh").collect()
+              for shard, frame in _rows_of(plan, "shingles", nodes)]
     if not frames:
         return pl.DataFrame(schema={"node": pl.Int64, "sh": pl.UInt64})
     return pl.concat(frames)
@@ -239,13 +243,9 @@ def load_shingles(plan: Plan, nodes: np.ndarray) -> pl.DataFrame:
 
 def shingle_counts(plan: Plan, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted nodes, shingle rows of each) of the given documents; reads only the `row` column."""
-    nodes = np.unique(nodes)
     found, sizes = [], []
-    for shard in np.unique(shard_of(nodes)):
-        rows = nodes[shard_of(nodes) == shard] % (1 << ROW_BITS)
-        frame = (pl.scan_parquet(str(Path(plan.work) / "shingles" / f"s={int(shard):05d}.parquet"))
-                 .select("row").filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode()))
-                 .group_by("row").len().collect())
+    for shard, rows in _rows_of(plan, "shingles", nodes):
+        frame = rows.select("row").group_by("row").len().collect()
         found.append((np.int64(shard) << ROW_BITS) | frame["row"].to_numpy().astype(np.int64))
         sizes.append(frame["len"].to_numpy().astype(np.int64))
     found_all, sizes_all = np.concatenate(found), np.concatenate(sizes)
@@ -289,12 +289,9 @@ def pair_similarity(plan: Plan, pairs: pl.DataFrame, budget: int = 4_000_000,
 
 def load_signatures(plan: Plan, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted nodes, uint32 [n, num_perm] signatures) of the given documents, shard by shard."""
-    nodes = np.unique(nodes)
     found, sigs = [], []
-    for shard in np.unique(shard_of(nodes)):
-        rows = nodes[shard_of(nodes) == shard] % (1 << ROW_BITS)
-        frame = (pl.scan_parquet(str(Path(plan.work) / "sig" / f"s={int(shard):05d}.parquet"))
-                 .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode())).collect())
+    for shard, rows in _rows_of(plan, "sig", nodes):
+        frame = rows.collect()
         found.append((np.int64(shard) << ROW_BITS) | frame["row"].to_numpy())
         sigs.append(frame["sig"].to_numpy())
     order = np.argsort(np.concatenate(found))
