@@ -122,15 +122,26 @@ class Engine:
                 processes=True,
                 dashboard_address=":0",  # a free port: two jobs on one machine never collide
                 silence_logs=logging.CRITICAL,  # failures surface as ShardError
-                # each nanny hands this to its worker at every (re)start; see worker_env
+                # each nanny hands this to its worker at every (re)start; see worker_config
                 config=self.worker_config(),
             )
             self.client = Client(self.cluster)
 
     @staticmethod
     def worker_config() -> dict:
-        """This process's Dask config with the workers' memory pause off (see worker_env); whole,
-        because a nanny merges it over its own config key by key at the top level only."""
+        """This process's Dask config with the local workers' memory pause off.
+
+        Dask pauses a worker above 80 % of its memory limit until it frees memory. Our tasks
+        hand their results straight back and hold no data a pause could wait out, and a worker
+        whose memory kept from earlier tasks stays above the fraction pauses for good and stalls
+        the job (seen at 512 MiB: Python, Polars, scikit-learn and dask-ml loaded leave ~330 MiB
+        resident). Unpaused, a worker that really runs out is restarted by its nanny (95 %),
+        which frees it, and the shard retried. The setting goes to each nanny as its workers'
+        config: a worker process takes its nanny's config over its environment, and a config set
+        around the cluster's start is gone when a nanny restarts a worker (``recycle``). Whole,
+        because a nanny merges it over its own config key by key at the top level only. An
+        external cluster's workers are configured by whoever starts them (see README).
+        """
         import copy
 
         import dask
@@ -139,22 +150,11 @@ class Engine:
             return copy.deepcopy(dask.config.config)
 
     def worker_env(self) -> dict[str, str]:
-        """The local workers' environment: their share of the cores. (And why they never pause.)
+        """Each local worker gets its share of the cores for Polars, BLAS and OpenMP pools.
 
-        Threads: without a share every worker process starts one thread per core for Polars,
-        BLAS and OpenMP, and n workers on n cores run n*n threads that fight over the same cores
-        (measured: dedup took 2x the CPU of an in-process run).
-
-        Pause: Dask pauses a worker above 80 % of its memory limit until it frees memory. Our
-        tasks hand their results straight back and hold no data a pause could wait out, and a
-        worker whose memory kept from earlier tasks stays above the fraction pauses for good
-        and stalls the job (seen at 512 MiB: Python, Polars, scikit-learn and dask-ml loaded
-        leave ~330 MiB resident). Unpaused, a worker that really runs out is restarted by its
-        nanny (95 %), which frees it, and the shard retried. The setting goes to each nanny as
-        its workers' config: a worker process takes its nanny's config over its environment, and
-        a config set around the cluster's start is gone when a nanny restarts a worker (``recycle``).
-
-        An external cluster's workers are configured by whoever starts them (see README).
+        Without it every worker process starts one thread per core, and n workers on n cores
+        run n*n threads that fight over the same cores (measured: dedup took 2x the CPU of an
+        in-process run). An external cluster's workers are configured by whoever starts them.
         """
         share = str(max(1, (os.cpu_count() or 1) // max(1, self.workers)) * self.threads_per_worker)
         names = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
