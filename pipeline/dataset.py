@@ -225,7 +225,10 @@ class StageOutput:
         inputs: list[str | Path],
         outputs: dict[str, str | Path],
         fresh: bool = False,
+        keep: tuple[str, ...] = (),
     ):
+        """``keep``: glob patterns, relative to the main output, of files a person may have
+        edited there (cluster's labels.toml) that survive when a stale output is cleared."""
         if "main" not in outputs:
             raise ValueError("outputs needs a 'main' entry")
         self.stage = stage
@@ -236,13 +239,13 @@ class StageOutput:
         self.fingerprint = fingerprint_of(
             {"stage": stage, "options": options, "inputs": self.input_fingerprint}
         )
-        self._prepare(fresh)
+        self._prepare(fresh, keep)
 
     @property
     def progress_dir(self) -> Path:
         return self.outputs["main"] / PROGRESS
 
-    def _prepare(self, fresh: bool) -> None:
+    def _prepare(self, fresh: bool, keep: tuple[str, ...] = ()) -> None:
         stale = fresh
         for root in self.outputs.values():
             manifest = Dataset(root).manifest()
@@ -255,9 +258,20 @@ class StageOutput:
                     stale = True
                     break
         if stale:
+            main = self.outputs["main"]
+            aside = main.parent / f".{main.name}.kept-{os.getpid()}"
+            kept = [p.relative_to(main) for pattern in keep for p in main.glob(pattern) if p.is_file()]
+            for rel in kept:  # moved next to the output, not deleted, should the clear fail
+                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                (main / rel).replace(aside / rel)
             for root in self.outputs.values():
                 if root.exists():
                     shutil.rmtree(root)
+            for rel in kept:
+                (main / rel).parent.mkdir(parents=True, exist_ok=True)
+                (aside / rel).replace(main / rel)
+            if kept:
+                shutil.rmtree(aside)
         for root in self.outputs.values():
             root.mkdir(parents=True, exist_ok=True)
         self.progress_dir.mkdir(parents=True, exist_ok=True)

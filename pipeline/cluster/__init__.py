@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
@@ -45,6 +46,7 @@ CENTRES = "centres.npy"
 MODEL_META = "cluster.json"
 SUMMARY = "summary.json"
 LABELS = "labels.toml"
+LABELS_HASH = "labels.sha256"  # in _models/: the map as last written, to tell a person's edits
 ASSIGN_GROUP = 64  # shards per engine.map call of the assign pass
 
 
@@ -179,7 +181,8 @@ def build_summary(records, options: Options, model_meta: dict,
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     started = time.perf_counter()
     output = Path(output)
-    stage_output = StageOutput("cluster", options.fingerprint_dict(), inputs, {"main": output}, fresh=fresh)
+    stage_output = StageOutput("cluster", options.fingerprint_dict(), inputs, {"main": output}, fresh=fresh,
+                               keep=(LABELS, "labels.edited-*.toml", f"{MODELS}/{LABELS_HASH}"))
     shards, _ = map_tasks(inputs, None, None, stage_output)
     models = output / MODELS
     schema = dict(pl.read_parquet_schema(shards[0]))
@@ -211,14 +214,49 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
         records += part
     result_summary = build_summary(records, options, model_meta, term_counts)
     write_json_atomic(output / SUMMARY, result_summary)
-    if todo or not (output / LABELS).exists():
-        (output / LABELS).write_text(summary.labels_toml(result_summary, str(output)))
     details = {"k": model_meta["k"], "k_chosen_by": model_meta["k_chosen_by"],
                "silhouette": model_meta.get("silhouette"), "vectors": columns,
                "sizes": [c["size"] for c in result_summary["clusters"]]}
+    if todo or not (output / LABELS).exists():
+        kept = write_label_map(output, summary.labels_toml(result_summary, str(output)))
+        if kept is not None:
+            details["edited_labels_kept_as"] = str(kept)
     stage_output.finalize(records, extra={"summary": SUMMARY, "labels": LABELS, **details})
     return result_from_records("cluster", records, total, stage_output, started,
                                skipped=len(done), details=details)
+
+
+def write_label_map(output: Path, text: str) -> Path | None:
+    """Write OUTPUT/labels.toml; an edited one it would replace is kept first. Returns its new path.
+
+    A re-run that refits the clusters writes a fresh map (cluster ids may now mean other
+    topics), but a person's edits are never lost: the map on disk is compared with the hash of
+    the one this stage last wrote (OUTPUT/_models/labels.sha256), and if it differs (or the hash
+    is missing) it is renamed to labels.edited-<UTC time>.toml, and a warning names it.
+    """
+    import hashlib
+    from datetime import datetime, timezone
+
+    path, mark = output / LABELS, output / MODELS / LABELS_HASH
+    kept = None
+    if path.exists() and path.read_text() != text:
+        current = hashlib.sha256(path.read_bytes()).hexdigest()
+        written = mark.read_text().strip() if mark.exists() else None
+        if current != written:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            kept, n = output / f"labels.edited-{stamp}.toml", 1
+            while kept.exists():  # two refits within a second: never overwrite a kept map
+                kept, n = output / f"labels.edited-{stamp}-{n}.toml", n + 1
+            path.replace(kept)
+            click.echo(f"pipeline cluster: {path} was edited since the clusters were last fitted; kept it "
+                       f"as {kept} (cluster ids may have changed: check them before re-applying your "
+                       "names), and wrote a fresh map", err=True)
+    tmp = output / f".{LABELS}.tmp"
+    tmp.write_text(text)
+    tmp.replace(path)
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
+    return kept
 
 
 def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction: float,

@@ -85,6 +85,29 @@ def test_summary_and_label_template(rotten_features, tmp_path, local_engine):
     assert entries[0]["name"] == "-".join(summary["clusters"][0]["top_terms"][:3])
 
 
+def test_a_refit_keeps_an_edited_label_map(rotten_features, tmp_path, local_engine):
+    out = tmp_path / "cl"
+    first = cluster.run([rotten_features], out, cluster.Options(k=3), local_engine)
+    assert "edited_labels_kept_as" not in first.details
+    edited = (out / "labels.toml").read_text().replace("drop = false", "drop = true", 1)
+    (out / "labels.toml").write_text(edited)
+    # a resumed run (nothing to refit) leaves the map alone
+    cluster.run([rotten_features], out, cluster.Options(k=3), local_engine)
+    assert (out / "labels.toml").read_text() == edited
+    # a refit clears the output and writes a fresh map: the edited one is kept beside it
+    second = cluster.run([rotten_features], out, cluster.Options(k=4), local_engine)
+    [kept] = out.glob("labels.edited-*.toml")
+    assert second.details["edited_labels_kept_as"] == str(kept)
+    assert kept.read_text() == edited
+    assert [e["id"] for e in tomllib.loads((out / "labels.toml").read_text())["cluster"]] == [0, 1, 2, 3]
+    # a map nobody edited is replaced without a copy; the kept one stays
+    third = cluster.run([rotten_features], out, cluster.Options(k=3), local_engine, fresh=True)
+    assert "edited_labels_kept_as" not in third.details
+    assert list(out.glob("labels.edited-*.toml")) == [kept]
+    assert len(tomllib.loads((out / "labels.toml").read_text())["cluster"]) == 3
+    assert not list(tmp_path.glob(".cl.kept-*"))
+
+
 def test_k_auto_by_silhouette(sms_features, tmp_path, local_engine):
     options = cluster.Options(k="auto", k_min=2, k_max=5, sample_size=1500)
     result = cluster.run([sms_features], tmp_path / "cl", options, local_engine)
