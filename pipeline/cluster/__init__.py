@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -243,7 +244,7 @@ def write_label_map(output: Path, text: str) -> Path | None:
         current = hashlib.sha256(path.read_bytes()).hexdigest()
         written = mark.read_text().strip() if mark.exists() else None
         if current != written:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             kept, n = output / f"labels.edited-{stamp}.toml", 1
             while kept.exists():  # two refits within a second: never overwrite a kept map
                 kept, n = output / f"labels.edited-{stamp}-{n}.toml", n + 1
