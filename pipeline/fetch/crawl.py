@@ -7,9 +7,8 @@ robots.txt and the seen set apply to every hop, loops and chains longer than
 `max_redirects` are errors). Every outcome is one raw row; failures carry their reason.
 
 Resume: rows are buffered and written as a shard when the buffer reaches the shard size or
-`checkpoint_pages` pages; right after each shard the crawl state (every URL stored so far,
-and the frontier: URLs claimed but not stored, with depths) is written atomically to
-`OUTPUT/_crawl/<task>.json`. A killed crawl re-run with the same output and options loads the
+`checkpoint_pages` pages; right after each shard the crawl state's changes (URLs stored, URLs claimed and released
+with their depths, shards committed) are appended to the journal `OUTPUT/_crawl/<task>.jsonl`. A killed crawl re-run with the same output and options loads the
 state, drops any shard written after it, and continues with the frontier: a stored page is
 never fetched again, a page fetched but not yet stored is fetched again.
 """
@@ -90,7 +89,15 @@ _MISSING = object()
 
 
 class CrawlState:
-    """What survives a kill: stored URLs, the frontier and the shards written so far."""
+    """What survives a kill: stored URLs, the frontier and the shards written so far.
+
+    Kept as a journal, ``_crawl/<task>.jsonl``: each checkpoint appends one line with what
+    changed since the previous one (URLs newly stored, claimed and released, shards committed,
+    counters), so a checkpoint costs what the last ``checkpoint_pages`` pages added, not the
+    whole crawl so far (a snapshot per checkpoint made a long crawl quadratic). Loading
+    replays the lines; a line cut short by a kill is cut off the file, and the shards it
+    would have listed are redone. The sets themselves are in memory: URLs, not documents.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -100,34 +107,57 @@ class CrawlState:
         self.sequence = 0
         self.pages = 0  # pages counted against max_pages (stored ones)
         self.finished = False
+        self._claimed: dict[str, int] = {}  # changes since the last checkpoint
+        self._released: set[str] = set()
+
+    def claim(self, url: str, depth: int) -> None:
+        self.depth[url] = depth
+        self._claimed[url] = depth
+        self._released.discard(url)
+
+    def release(self, url: str) -> None:
+        """A claimed URL that is neither stored nor pending any more (over max_pages)."""
+        if self.depth.pop(url, None) is not None and self._claimed.pop(url, None) is None:
+            self._released.add(url)
 
     @classmethod
     def load(cls, path: Path) -> CrawlState | None:
         if not path.exists():
             return None
-        data = json.loads(gzip.decompress(path.read_bytes()))
         state = cls(path)
-        state.stored = set(data["stored"])
-        state.depth = dict(data["depth"])
-        state.tasks = list(data["tasks"])
-        state.sequence = int(data["sequence"])
-        state.pages = int(data["pages"])
-        state.finished = bool(data["finished"])
+        good = 0
+        with path.open("rb") as journal:
+            for line in journal:
+                try:
+                    entry = json.loads(line) if line.endswith(b"\n") else None
+                except ValueError:
+                    entry = None
+                if entry is None:  # the last line, cut short by a kill: its shards are redone
+                    break
+                state.stored.update(entry["stored"])
+                state.depth.update(entry["claimed"])
+                for url in entry["released"]:
+                    state.depth.pop(url, None)
+                state.tasks += entry["tasks"]
+                state.sequence, state.pages = int(entry["sequence"]), int(entry["pages"])
+                state.finished = bool(entry["finished"])
+                good += len(line)
+        if good < path.stat().st_size:
+            os.truncate(path, good)
         return state
 
-    def save(self) -> None:
-        data = {
-            "stored": sorted(self.stored),
-            "depth": self.depth,
-            "tasks": self.tasks,
-            "sequence": self.sequence,
-            "pages": self.pages,
-            "finished": self.finished,
-        }
+    def save(self, stored: list[str], tasks: list[str]) -> None:
+        """Append one checkpoint: `stored` and `tasks` are the ones new since the last."""
+        self.stored.update(stored)
+        self.tasks += tasks
+        entry = {"stored": stored, "claimed": self._claimed, "released": sorted(self._released),
+                 "tasks": tasks, "sequence": self.sequence, "pages": self.pages, "finished": self.finished}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(gzip.compress(json.dumps(data).encode(), compresslevel=1))
-        os.replace(tmp, self.path)
+        with self.path.open("ab") as journal:
+            journal.write(json.dumps(entry).encode() + b"\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+        self._claimed, self._released = {}, set()
 
     def frontier(self) -> list[tuple[str, int]]:
         pending = [(url, d) for url, d in self.depth.items() if url not in self.stored]
@@ -152,7 +182,7 @@ class Crawler:
         self.source = source
         self.scope = Scope(options.scope, options.seeds)
         self.accept_types = {t.lower() for t in options.content_types}
-        self.state_path = output.outputs["main"] / "_crawl" / f"{task}.json.gz"
+        self.state_path = output.outputs["main"] / "_crawl" / f"{task}.jsonl"
         self.robots: dict[str, asyncio.Task[Robots]] = {}
         self.queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
         self.unflushed: list[str] = []  # URLs whose rows sit in the roller's buffer
@@ -167,7 +197,8 @@ class Crawler:
         if state is None:
             state = CrawlState(self.state_path)
             for seed in self.options.seeds:
-                state.depth.setdefault(seed, 0)
+                if seed not in state.depth:
+                    state.claim(seed, 0)
         # shards committed after the last checkpoint are not in the state: drop them
         known = set(state.tasks)
         prefix = f"{self.task}-"
@@ -191,18 +222,18 @@ class Crawler:
 
     def _checkpoint(self, finished: bool = False, infos: list | None = None) -> None:
         infos = (infos or []) + self.roller.flush()
+        tasks = []
         for info in infos:
             key = f"{self.task}-{info.path.rsplit('-', 1)[-1].removesuffix('.parquet')}"
             record = TaskRecord(task=key, fingerprint="", outputs={"main": [info]},
                                 counts={"rows_out": info.rows})
             self.output.commit(record)
-            self.state.tasks.append(key)
-        self.state.stored.update(self.unflushed)
-        self.unflushed = []
+            tasks.append(key)
         self.state.sequence = self.roller.sequence
         self.state.pages = self.started
         self.state.finished = finished
-        self.state.save()
+        self.state.save(self.unflushed, tasks)
+        self.unflushed = []
         self.since_checkpoint = 0
 
     # -- main -----------------------------------------------------------------------------
@@ -273,7 +304,7 @@ class Crawler:
         for link in links:
             if link is None or link in depths or not self.scope.allows(link):
                 continue
-            depths[link] = depth
+            self.state.claim(link, depth)
             self.queue.put_nowait((link, depth))
 
     async def _robots_for(self, url: str) -> Robots:
@@ -332,7 +363,7 @@ class Crawler:
                 break
             if hop == 0:
                 if self.started >= opts.max_pages:
-                    self.state.depth.pop(url, None)  # not stored, not pending
+                    self.state.release(url)  # not stored, not pending
                     return
                 self.started += 1
             response = await self.http.get(current, accept=self._accept)
@@ -353,7 +384,7 @@ class Crawler:
             if hop == opts.max_redirects:
                 error = f"too many redirects (> {opts.max_redirects})"
                 break
-            self.state.depth[target] = depth
+            self.state.claim(target, depth)
             chain.append(target)
             current = target
         if response is None:  # refused by robots.txt before any request

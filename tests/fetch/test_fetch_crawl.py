@@ -193,7 +193,7 @@ def test_killed_crawl_resumes_to_the_same_pages_none_twice(tmp_path, local_engin
         process.send_signal(signal.SIGKILL)
         process.wait()
         # stored = in a shard the last checkpoint lists (a shard written after it is redone)
-        state = CrawlState.load(output / "_crawl" / "crawl00.json.gz")
+        state = CrawlState.load(output / "_crawl" / "crawl00.jsonl")
         stored_before = {u for u in state.stored if u.startswith(site.url)}
         assert 20 <= len(stored_before) < reference.height
         hits_before = site.hits.copy()
@@ -205,3 +205,35 @@ def test_killed_crawl_resumes_to_the_same_pages_none_twice(tmp_path, local_engin
     # a page stored before the kill was never requested again
     again = {u for u in stored_before if hits_after[u.removeprefix(site.url).split("?")[0]]}
     assert again == set()
+
+
+def test_crawl_state_journal_appends_changes_and_survives_a_torn_line(tmp_path):
+    path = tmp_path / "_crawl" / "t.jsonl"
+    state = CrawlState(path)
+    state.claim("http://a/", 0)
+    state.claim("http://a/1", 1)
+    state.claim("http://a/2", 1)
+    state.pages, state.sequence = 2, 1
+    state.save(["http://a/", "http://a/1"], ["t-00000"])
+    first_line = path.stat().st_size
+    state.release("http://a/2")  # over max_pages: neither stored nor pending
+    state.claim("http://a/3", 2)
+    state.pages, state.sequence = 3, 2
+    state.save(["http://a/3"], ["t-00001"])
+    # the second line holds only what changed: it names no URL of the first checkpoint
+    second = json.loads(path.read_bytes()[first_line:])
+    assert second == {"stored": ["http://a/3"], "claimed": {"http://a/3": 2}, "released": ["http://a/2"],
+                      "tasks": ["t-00001"], "sequence": 2, "pages": 3, "finished": False}
+    loaded = CrawlState.load(path)
+    assert loaded.stored == {"http://a/", "http://a/1", "http://a/3"}
+    assert loaded.depth == {"http://a/": 0, "http://a/1": 1, "http://a/3": 2}
+    assert (loaded.tasks, loaded.pages, loaded.sequence) == (["t-00000", "t-00001"], 3, 2)
+    # a kill mid-append: the torn line is cut off and its checkpoint is not in the state
+    whole = path.stat().st_size
+    with path.open("ab") as journal:
+        journal.write(b'{"stored": ["http://a/4"], "claim')
+    torn = CrawlState.load(path)
+    assert path.stat().st_size == whole
+    assert torn.tasks == ["t-00000", "t-00001"] and "http://a/4" not in torn.stored
+    torn.save([], [])  # appends after the cut, and the journal still replays
+    assert CrawlState.load(path).tasks == ["t-00000", "t-00001"]
