@@ -71,13 +71,17 @@ def test_local_workers_holding_memory_over_the_pause_fraction_still_run():
         [still] = engine.map(hold_memory, [0.0])  # the same process, still holding it
         assert still > 0.8 * limit, "the worker lost what it held: its nanny replaced it (over 95 %?)"
         engine.recycle_fraction = 0.7
-        time.sleep(2)  # the scheduler learns the worker's memory from its heartbeat
+        deadline = time.time() + 30  # the scheduler learns the worker's memory from its heartbeat
+        while not all(w["metrics"]["memory"] > 0.7 * limit
+                      for w in engine.client.scheduler_info(n_workers=-1)["workers"].values()):
+            assert time.time() < deadline, "the scheduler never saw the worker's memory"
+            time.sleep(0.2)
         assert engine.recycle() == 1
         [after_restart] = engine.map(hold_memory, [0.0])  # a fresh process holds nothing yet
         assert after_restart < 0.5 * limit
         [resident] = engine.map(hold_memory, [0.83])  # the restarted worker runs unpaused too
         assert resident > 0.8 * limit
-        time.sleep(2)
+        time.sleep(2)  # time for its memory monitor to pause it, were pausing on
         engine.recycle_fraction = None
         assert engine.map(square_or_fail, [3 - 1]) == [4]
         assert engine.recycled == 1
