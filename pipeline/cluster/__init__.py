@@ -236,7 +236,7 @@ def write_label_map(output: Path, text: str) -> Path | None:
     is missing) it is renamed to labels.edited-<UTC time>.toml, and a warning names it.
     """
     import hashlib
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     path, mark = output / LABELS, output / MODELS / LABELS_HASH
     kept = None
