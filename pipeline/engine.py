@@ -111,6 +111,7 @@ class Engine:
 
         for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        quiet_abandoned_gathers()
         if self.scheduler:
             self.client = Client(self.scheduler, timeout="30s")
         else:
@@ -353,6 +354,27 @@ class Engine:
     def run_on_driver(self, fn: Callable[[], R]) -> R:
         """Small global steps that need no worker (kept explicit so stages say what runs where)."""
         return fn()
+
+
+class _DropAllExit(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for distributed's ``AllExit``.
+
+    A result fetch that times out (``_wait``: the worker holding it died) leaves the client's
+    gather running; when its future is cancelled the gather ends with ``AllExit``, which
+    distributed raises to stop waiting and nobody retrieves, and asyncio prints its traceback
+    after our own clear error. Every other exception is logged as before.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "AllExit"
+
+
+def quiet_abandoned_gathers() -> None:
+    """Install ``_DropAllExit`` on the asyncio logger (once)."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropAllExit) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_DropAllExit())
 
 
 _WATCHED: tuple[Engine, str] | None = None

@@ -94,3 +94,22 @@ def test_a_failing_task_of_a_watched_compute_is_an_error(dask_engine):
     fail = dask.delayed(square_or_fail, pure=True)
     with dask_engine.watching("probe"), pytest.raises(ShardError, match="cannot take item 3"):
         da.from_delayed(fail(3), shape=(), dtype=int).compute()
+
+
+def test_an_abandoned_gather_is_not_reported_but_other_task_errors_are(caplog):
+    """asyncio reports the AllExit of a gather the engine gave up on (noise after a clear
+    ShardError); any other unretrieved task exception still reaches the log."""
+    import logging
+
+    from distributed.client import AllExit
+
+    from pipeline.engine import quiet_abandoned_gathers
+
+    quiet_abandoned_gathers()
+    quiet_abandoned_gathers()  # installed once
+    asyncio_log = logging.getLogger("asyncio")
+    assert sum(type(f).__name__ == "_DropAllExit" for f in asyncio_log.filters) == 1
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for exc in (AllExit(), ValueError("a real failure")):
+            asyncio_log.error("Task exception was never retrieved", exc_info=(type(exc), exc, None))
+    assert [r.exc_info[0].__name__ for r in caplog.records] == ["ValueError"]
