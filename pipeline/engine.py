@@ -115,6 +115,7 @@ class Engine:
         if self.scheduler:
             self.client = Client(self.scheduler, timeout="30s")
         else:
+            keep_restarting_nannies()
             self.cluster = LocalCluster(
                 env=self.worker_env(),
                 n_workers=self.workers,
@@ -240,8 +241,9 @@ class Engine:
                     raise TimeoutError(str(status))
                 self.client.wait_for_workers(len(workers), timeout=30)
             except TimeoutError:
-                # a nanny that could not restart its worker in time (seen once in the 16x scale
-                # run, right after dask-ml's fit): start a whole new cluster instead
+                # a nanny that could not restart its worker in time (before
+                # keep_restarting_nannies, Dask's cluster closed nannies mid-restart; kept as a
+                # safety net): start a whole new cluster instead
                 log.warning("restarting workers gave %s; starting a new local cluster", status)
                 self.close()
                 self.start()
@@ -354,6 +356,24 @@ class Engine:
     def run_on_driver(self, fn: Callable[[], R]) -> R:
         """Small global steps that need no worker (kept explicit so stages say what runs where)."""
         return fn()
+
+
+def keep_restarting_nannies() -> None:
+    """Stop a LocalCluster from closing a nanny whose worker is restarting (process-wide).
+
+    When the scheduler drops a worker, the cluster object checks again after
+    ``distributed.deploy.lost-worker-timeout`` (15 s) and closes the worker's nanny for good
+    if no worker of that name is back, a rule meant for job-queue clusters whose workers
+    vanish. A local nanny restarts its worker itself, so the check only does harm: a worker
+    restarted twice about 15 s apart (two recycles, or two kills over the memory limit) is
+    away at the moment of the check, and its nanny is closed mid-restart. The restart then
+    never finishes (seen: recycle timeouts, and a pass left with no worker at x72; tested).
+    The check is read when a worker is dropped, on the driver, so it is set on the driver
+    (and for every LocalCluster in it); a year is "never" for a batch job.
+    """
+    import dask
+
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "365 days"})
 
 
 class _DropAllExit(logging.Filter):

@@ -87,6 +87,27 @@ def test_local_workers_holding_memory_over_the_pause_fraction_still_run():
         assert engine.recycled == 1
 
 
+@pytest.mark.timeout(300)
+def test_a_worker_restarted_twice_15_s_apart_comes_back():
+    """Dask's LocalCluster closes a worker's nanny when no worker of its name is back 15 s
+    (``lost-worker-timeout``) after the scheduler dropped it. A second restart starting just
+    before that check has its worker away at that moment: the nanny was closed mid-restart,
+    the restart timed out after 30 s and the engine had to start a whole new cluster (this
+    test failed so before the engine turned the check off)."""
+    with Engine(workers=1, memory_limit="1GiB", progress=False, recycle_fraction=None) as engine:
+        engine.start()
+        cluster = engine.cluster
+        engine.recycle_fraction = 1e-6  # every worker counts as heavy: each recycle restarts it
+        started = time.monotonic()
+        assert engine.recycle() == 1
+        time.sleep(max(0.0, started + 14.0 - time.monotonic()))  # the restart spans the check at ~15 s
+        assert engine.recycle() == 1
+        assert engine.cluster is cluster  # restarted in place, no new cluster
+        assert len(engine.client.scheduler_info(n_workers=-1)["workers"]) == 1
+        assert engine.map(square_or_fail, [2]) == [4]
+        assert engine.recycled == 3  # the map's own pass recycled it once more
+
+
 def test_a_failing_task_of_a_watched_compute_is_an_error(dask_engine):
     import dask
     import dask.array as da
