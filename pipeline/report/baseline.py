@@ -12,6 +12,8 @@ another class clears its own threshold and beats the given label.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,17 @@ def make_model(seed: int, n_classes: int = 2):
     classifier = SGDClassifier(loss="log_loss", alpha=2e-5, max_iter=20, tol=1e-3,
                                class_weight="balanced", random_state=seed)
     return make_pipeline(TfidfTransformer(sublinear_tf=True), classifier)
+
+
+@contextmanager
+def bounded_epochs():
+    """The baseline stops SGD at 20 epochs on purpose (a quick learnability check, not a tuned
+    model): scikit-learn's ConvergenceWarning about it says nothing to the user, so not shown."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
@@ -131,7 +144,8 @@ def run_baseline(sample: pl.DataFrame, seed: int, cv_folds: int, n_features: int
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        probs = cross_val_predict(make_model(seed, len(classes)), features, y, cv=cv, method="predict_proba")
+        with bounded_epochs():
+            probs = cross_val_predict(make_model(seed, len(classes)), features, y, cv=cv, method="predict_proba")
         predicted = np.array(classes)[probs.argmax(axis=1)]
         fold_of = np.empty(len(y), dtype=int)
         for fold, (_, test_idx) in enumerate(cv.split(features, y)):
@@ -170,7 +184,8 @@ def run_baseline(sample: pl.DataFrame, seed: int, cv_folds: int, n_features: int
         result["label_noise"] = None
         result["note"] = (note + "; " if note else "") + "a class has fewer than 2 train rows: no cross-validation"
     if val.height:
-        model = make_model(seed, len(classes)).fit(features, y)
+        with bounded_epochs():
+            model = make_model(seed, len(classes)).fit(features, y)
         val_true = val["label"].to_list()
         labels = classes + sorted(set(val_true) - set(classes))
         result["validation"] = scores(val_true, model.predict(hashed(val["text"].to_list(), n_features)).tolist(), labels)
