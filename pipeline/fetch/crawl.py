@@ -117,8 +117,9 @@ class CrawlState:
 
     def release(self, url: str) -> None:
         """A claimed URL that is neither stored nor pending any more (over max_pages)."""
-        if self.depth.pop(url, None) is not None and self._claimed.pop(url, None) is None:
-            self._released.add(url)
+        if self.depth.pop(url, None) is not None:
+            self._claimed.pop(url, None)
+            self._released.add(url)  # the last of claim/release since a checkpoint is what counts
 
     @classmethod
     def load(cls, path: Path) -> CrawlState | None:

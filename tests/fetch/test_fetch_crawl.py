@@ -237,3 +237,20 @@ def test_crawl_state_journal_appends_changes_and_survives_a_torn_line(tmp_path):
     assert torn.tasks == ["t-00000", "t-00001"] and "http://a/4" not in torn.stored
     torn.save([], [])  # appends after the cut, and the journal still replays
     assert CrawlState.load(path).tasks == ["t-00000", "t-00001"]
+
+
+def test_a_url_released_reclaimed_and_released_again_stays_released(tmp_path):
+    """Over max_pages a claimed URL is released; another page may link to it again, and it is
+    claimed and released once more: the journal must end with it released."""
+    path = tmp_path / "t.jsonl"
+    state = CrawlState(path)
+    state.claim("http://a/x", 1)
+    state.save([], [])
+    state.release("http://a/x")
+    state.claim("http://a/x", 2)
+    state.release("http://a/x")
+    state.save([], [])
+    assert CrawlState.load(path).depth == {}
+    state.claim("http://a/x", 3)  # and claimed for good after a release
+    state.save([], [])
+    assert CrawlState.load(path).depth == {"http://a/x": 3}
