@@ -367,7 +367,8 @@ def keep_restarting_nannies() -> None:
     vanish. A local nanny restarts its worker itself, so the check only does harm: a worker
     restarted twice about 15 s apart (two recycles, or two kills over the memory limit) is
     away at the moment of the check, and its nanny is closed mid-restart. The restart then
-    never finishes (seen: recycle timeouts, and a pass left with no worker at x72; tested).
+    never finishes (seen as 30 s recycle timeouts, reproduced by a test; most likely also the
+    x72 scale run's pass that was left with no worker after two memory kills).
     The check is read when a worker is dropped, on the driver, so it is set on the driver
     (and for every LocalCluster in it); a year is "never" for a batch job.
     """
