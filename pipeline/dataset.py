@@ -55,11 +55,16 @@ def fingerprint_of(value: Any) -> str:
     return hashlib.sha256(stable_json(value).encode()).hexdigest()
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (a hidden temporary name, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    write_bytes_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.cluster import kmeans, summary
 from pipeline.config import ConfigError
-from pipeline.dataset import StageOutput, write_json_atomic
+from pipeline.dataset import StageOutput, write_bytes_atomic, write_json_atomic
 from pipeline.engine import Engine
 from pipeline.features import vectors
 from pipeline.stage import Options as StageOptions
@@ -239,11 +239,13 @@ def write_label_map(output: Path, text: str) -> Path | None:
     from datetime import datetime
 
     path, mark = output / LABELS, output / MODELS / LABELS_HASH
+    data = text.encode()  # TOML is UTF-8
+    digest = hashlib.sha256(data).hexdigest()
     kept = None
-    if path.exists() and path.read_text() != text:
+    if path.exists():
         current = hashlib.sha256(path.read_bytes()).hexdigest()
         written = mark.read_text().strip() if mark.exists() else None
-        if current != written:
+        if current not in (digest, written):  # neither the new map nor the one written last
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             kept, n = output / f"labels.edited-{stamp}.toml", 1
             while kept.exists():  # two refits within a second: never overwrite a kept map
@@ -252,11 +254,8 @@ def write_label_map(output: Path, text: str) -> Path | None:
             click.echo(f"pipeline cluster: {path} was edited since the clusters were last fitted; kept it "
                        f"as {kept} (cluster ids may have changed: check them before re-applying your "
                        "names), and wrote a fresh map", err=True)
-    tmp = output / f".{LABELS}.tmp"
-    tmp.write_text(text)
-    tmp.replace(path)
-    mark.parent.mkdir(parents=True, exist_ok=True)
-    mark.write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
+    write_bytes_atomic(path, data)
+    write_bytes_atomic(mark, digest.encode() + b"\n")
     return kept
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from pipeline.dataset import write_json_atomic
+from pipeline.dataset import write_bytes_atomic, write_json_atomic
 from pipeline.engine import Engine
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import StageResult
@@ -68,9 +68,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     html = render(metrics, options.title)
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / METRICS_NAME, metrics)
-    tmp = output / f".{HTML_NAME}.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(output / HTML_NAME)
+    write_bytes_atomic(output / HTML_NAME, html.encode("utf-8"))
     rows = metrics["volume"]["rows"]
     baseline = metrics["baseline"]
     details = {"html": str(output / HTML_NAME), "metrics": str(output / METRICS_NAME),
