@@ -7,8 +7,9 @@ robots.txt and the seen set apply to every hop, loops and chains longer than
 `max_redirects` are errors). Every outcome is one raw row; failures carry their reason.
 
 Resume: rows are buffered and written as a shard when the buffer reaches the shard size or
-`checkpoint_pages` pages; right after each shard the crawl state's changes (URLs stored, URLs claimed and released
-with their depths, shards committed) are appended to the journal `OUTPUT/_crawl/<task>.jsonl`. A killed crawl re-run with the same output and options loads the
+`checkpoint_pages` pages; right after each shard the crawl state's changes (URLs stored, URLs
+claimed and released with their depths, shards committed) are appended to the journal
+`OUTPUT/_crawl/<task>.jsonl`. A killed crawl re-run with the same output and options loads the
 state, drops any shard written after it, and continues with the frontier: a stored page is
 never fetched again, a page fetched but not yet stored is fetched again.
 """
