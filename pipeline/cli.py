@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import click
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from pipeline.stages import ORDER, STAGES
 
@@ -45,33 +46,41 @@ def _option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def cli_flags(name: str, field: FieldInfo) -> list[str]:
+    """The command-line flags of one options field; [] when it is set in a job file only
+    (nested models, dicts). `pipeline.docgen` prints these in the stage pages."""
+    annotation, _optional = _unwrap_optional(field.annotation)
+    if annotation is bool:
+        flag = name.replace("_", "-")
+        return [f"--{flag}/--no-{flag}"]
+    if get_origin(annotation) in (list, tuple):
+        annotation = get_args(annotation)[0]
+    if _click_type(annotation) is None:
+        return []
+    return [*(field.json_schema_extra or {}).get("cli_aliases", []), _option_name(name)]
+
+
 def model_options(model: type[BaseModel], skip: set[str] = frozenset()):
     """A decorator adding one click option per scalar/list field of a pydantic model."""
 
     def decorate(command):
         for name, field in reversed(list(model.model_fields.items())):
-            if name in skip:
-                continue
+            flags = cli_flags(name, field)
+            if name in skip or not flags:
+                continue  # nested models and dicts are set in the job file only
             annotation, _optional = _unwrap_optional(field.annotation)
             doc = (field.description or "").replace("\n", " ")
             default = field.default if not callable(field.default_factory) else field.default_factory()
-            flags = [*(field.json_schema_extra or {}).get("cli_aliases", []), _option_name(name)]
             shown = f"[default: {default!r}]" if default not in (None, [], ()) else ""
             if annotation is bool:
-                flag = name.replace("_", "-")
-                command = click.option(f"--{flag}/--no-{flag}", name, default=None,
+                command = click.option(*flags, name, default=None,
                                        help=f"{doc} [default: {'on' if default else 'off'}]")(command)
                 continue
             if get_origin(annotation) in (list, tuple):
-                inner = _click_type(get_args(annotation)[0])
-                if inner is None:
-                    continue
-                command = click.option(*flags, name, type=inner, multiple=True,
+                command = click.option(*flags, name, type=_click_type(get_args(annotation)[0]), multiple=True,
                                        default=None, help=f"{doc} (repeatable) {shown}")(command)
                 continue
             kind = _click_type(annotation)
-            if kind is None:
-                continue  # nested models and dicts are set in the job file only
             command = click.option(*flags, name, type=kind, default=None,
                                    help=f"{doc} {shown}")(command)
         return command
