@@ -9,7 +9,7 @@ Corpus: the real extraction ground truth in ../shared/data (WCXB main content, 1
    datatrove's GopherQualityFilter / GopherRepetitionFilter / C4QualityFilter (`.filter(doc)`
    per document, its default spaCy word tokenizer) vs the pandas per-row reference.
 3. Agreement: for every rule on its own, ours keeps and drops exactly the rows the per-row
-   reference (pipeline/clean/reference.py) does; agreement with datatrove's filters is printed
+   reference (benchmarks/clean_reference.py) does; agreement with datatrove's filters is printed
    (they tokenise with spaCy, so a few borderline rows differ).
 4. Memory: peak RSS of the stage run in a fresh process as the input grows (1x, 4x shards).
 
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 import polars as pl
+from clean_reference import c4_line_filter, failing_rules, first_failing_rule
 
 from pipeline.clean import Options, clean_frame
 from pipeline.clean.normalize import COMMENT_PATTERN, CONTROL_CHARS, TAG_PATTERN, mojibake_table
 from pipeline.clean.pii import CARD, EMAIL, IBAN, IPV4, IPV6_FENCED, PHONE
 from pipeline.clean.quality import RULES
-from pipeline.clean.reference import c4_line_filter, failing_rules, first_failing_rule
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"

@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from extract_evaluate import load_aeb, load_wcxb, word_prf  # noqa: E402
+
 from pipeline.extract import extract_html  # noqa: E402
-from pipeline.extract.evaluate import load_aeb, load_wcxb, word_prf  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("PIPELINE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

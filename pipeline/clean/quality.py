@@ -4,7 +4,7 @@
 expression; `RULES` lists the rules in the fixed order in which they are checked, each a small
 function `(options) -> pl.Expr | None` that is true where a row FAILS (None = rule switched off).
 The first failing rule is the row's drop reason. Definitions (shared with the pure-Python
-reference in pipeline/clean/reference.py; tests and benchmarks/bench_clean.py check that both
+reference in benchmarks/clean_reference.py; tests and benchmarks/bench_clean.py check that both
 keep and drop the same rows):
 
 - words: whitespace-separated tokens; a *word* token holds a letter or digit (Gopher's

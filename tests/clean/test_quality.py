@@ -1,22 +1,22 @@
 """Quality rules: each rule alone on real text agrees row for row with the per-document Python
-reference (pipeline/clean/reference.py), drops some rows and keeps others; then hand cases."""
+reference (benchmarks/clean_reference.py), drops some rows and keeps others; then hand cases."""
 
 from __future__ import annotations
 
 import polars as pl
 import pytest
-
-from pipeline.clean import Options, clean_frame, ngrams
-from pipeline.clean.ngrams import ngram_stats
-from pipeline.clean.normalize import normalize_text
-from pipeline.clean.quality import RULES, c4_line_filter
-from pipeline.clean.reference import (
+from clean_reference import (
     _dup_ngram_chars,
     _top_ngram_chars,
     failing_rules,
     first_failing_rule,
 )
-from pipeline.clean.reference import c4_line_filter as reference_c4
+from clean_reference import c4_line_filter as reference_c4
+
+from pipeline.clean import Options, clean_frame, ngrams
+from pipeline.clean.ngrams import ngram_stats
+from pipeline.clean.normalize import normalize_text
+from pipeline.clean.quality import RULES, c4_line_filter
 
 NO_PII = {"mask_email": False, "mask_iban": False, "mask_credit_card": False, "mask_ip": False, "mask_phone": False}
 OFF = {

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
+from extract_evaluate import load_aeb, load_wcxb, word_prf
 
 from pipeline.extract import extract_html
-from pipeline.extract.evaluate import load_aeb, load_wcxb, word_prf
 
 
 def mean_f1(pages) -> tuple[float, dict[str, float]]:

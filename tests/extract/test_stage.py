@@ -10,11 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from extract_evaluate import load_aeb
 
 from pipeline.cli import cli
 from pipeline.dataset import Dataset, write_shard
 from pipeline.extract import Options, extract_shard, run
-from pipeline.extract.evaluate import load_aeb
 from pipeline.schema import DOC_SCHEMA, RAW_SCHEMA, rejected_folder
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
