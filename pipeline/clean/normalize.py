@@ -1,8 +1,8 @@
 """Text normalisation as Polars expressions: each cleaner takes a string expression and returns one.
 
-The stage applies them in the fixed order of `normalize_text` (see docs/clean.md for why this
-order): line endings, mojibake, control characters, markup residue (tags, comments, entities),
-Unicode NFKC, special characters, lower-casing, whitespace and lines.
+The stage applies them in the fixed order of `normalize_text` (see docs/stages/clean.md for
+why this order): line endings, mojibake, control characters, markup residue (tags, comments,
+entities), Unicode NFKC, special characters, lower-casing, whitespace and lines.
 """
 
 from __future__ import annotations

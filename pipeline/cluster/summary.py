@@ -103,7 +103,7 @@ def _example(example: dict) -> str:
 
 
 def labels_toml(summary: dict, clusters_path: str) -> str:
-    """The editable label map: one [[cluster]] table per cluster (see docs/features.md)."""
+    """The editable label map: one [[cluster]] table per cluster (see docs/stages/cluster.md)."""
     lines = [
         f"# Label map for the clusters in {clusters_path}.",
         "# Edit `name` (it becomes the `label` of the cluster's rows), then run:",

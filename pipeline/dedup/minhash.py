@@ -1,6 +1,6 @@
 """Shingles, MinHash signatures and LSH band keys, vectorised with NumPy over whole batches.
 
-Hashing scheme (stable across library versions, documented in docs/dedup.md):
+Hashing scheme (stable across library versions, documented in docs/stages/dedup.md):
 
 - tokens: lower-cased text, ``\\w+`` runs (Polars regex, Unicode), each hashed with xxHash64
   (polars-hash, `pipeline.hashing.xxhash64`);

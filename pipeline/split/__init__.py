@@ -6,7 +6,7 @@ SPLITS/manifest.json (counts per split and class, options, seed, input fingerpri
 every file) and the dataset manifest SPLITS/_manifest.json. Stratified splits meet every class's
 quota to within one row; --group keeps every group on one side; --time-col puts train before
 val before test; --balance re-balances train only. Same input and seed: byte-identical shards.
-Design and every option: docs/split.md.
+Design and every option: docs/stages/split.md.
 
 \b
 Example:
@@ -275,7 +275,7 @@ def _finished(output: StageOutput) -> dict[str, Any] | None:
 
 # -- the stage -------------------------------------------------------------------------------
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
-    """Split, re-balance train, export shards and manifests. See docs/split.md for the design."""
+    """Split, re-balance train, export shards and manifests. See docs/stages/split.md for the design."""
     started = time.perf_counter()
     output = Path(output)
     rejected = rejected_folder(output)
