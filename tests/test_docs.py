@@ -86,14 +86,29 @@ def _markdown_files() -> list[Path]:
     return files + sorted((ROOT / "docs").rglob("*.md"))
 
 
+def _anchors(page: Path) -> set[str]:
+    """The anchors a page offers: GitHub's slug of every heading, and explicit `<a id=...>`."""
+    anchors, fence = set(), False
+    for line in page.read_text().split("\n"):
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors | set(re.findall(r'<a id="([^"]+)"', page.read_text()))
+
+
 def test_every_relative_link_in_the_docs_resolves():
     broken = []
     for page in _markdown_files():
         assert page.is_file(), page
         for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
-            path = target.split("#", 1)[0]
-            if not (page.parent / path).exists():
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path) if path else page
+            if not linked.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert broken == []
