@@ -17,7 +17,7 @@ and in total: seconds, docs/s, MB/s and peak memory, then checks that
   printed, not checked: an exact copy of a document that is itself a near-duplicate of
   another is removed with its group, under the near reason.
 
-    python benchmarks/bench_scale.py             # 1x-72x, 2 workers x 512 MiB (about 45 min: see README)
+    python benchmarks/bench_scale.py             # 1x-72x, 2 workers x 512 MiB (about 45 min: see benchmarks/RESULTS.md)
     python benchmarks/bench_scale.py --scales 1,2 --memory-limit 1GiB   # a quick look
 
 The largest corpus must be at least 4x one worker's memory limit (x72 of the default base is
@@ -140,7 +140,7 @@ def start_cluster(workers: int, memory_limit: str) -> tuple[str, list[subprocess
     dask = str(Path(PY).parent / "dask")
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    # as the README tells cluster users: each worker's share of the cores, and no memory pause
+    # as docs/scaling.md tells cluster users: each worker's share of the cores, and no memory pause
     # (what a worker keeps from earlier tasks never frees, so a paused worker stays paused)
     share = str(max(1, (os.cpu_count() or 1) // workers))
     env = {**os.environ, "POLARS_MAX_THREADS": share, "OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": share,

@@ -142,7 +142,7 @@ class Engine:
         config: a worker process takes its nanny's config over its environment, and a config set
         around the cluster's start is gone when a nanny restarts a worker (``recycle``). Whole,
         because a nanny merges it over its own config key by key at the top level only. An
-        external cluster's workers are configured by whoever starts them (see README).
+        external cluster's workers are configured by whoever starts them (see docs/scaling.md).
         """
         import copy
 
