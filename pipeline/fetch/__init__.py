@@ -21,6 +21,7 @@ from pipeline.engine import Engine
 from pipeline.fetch.options import ApiSource, CrawlSource, FilesSource, Source, SqlSource
 from pipeline.fetch.urls import host_of
 from pipeline.fetch.writer import partition_value
+from pipeline.schema import rejected_folder
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import StageResult
 
@@ -97,7 +98,16 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     if files:
         fingerprint["files"] = input_fingerprint([p for found in files.values() for p, _ in found])
     output = Path(output)
-    stage_output = StageOutput("fetch", fingerprint, [], {"main": output}, fresh=fresh)
+    outputs = {"main": output}
+    structured = any(fmt not in ("html", "warc") for found in files.values() for _, fmt in found)
+    if structured:  # malformed lines and invalid records of files go to rejected/<output>/
+        outputs["rejected"] = rejected_folder(output)
+    # instruction/chat records and text documents share one schema when one run reads both
+    record_columns = any(isinstance(s, FilesSource) and s.record_kind != "text" for s in options.sources)
+    if record_columns and any(not isinstance(s, FilesSource) for s in options.sources):
+        raise ConfigError("fetch: instruction/chat records come from files sources only; fetch the "
+                          "api/sql sources in another run")
+    stage_output = StageOutput("fetch", fingerprint, [], outputs, fresh=fresh)
     records: list[TaskRecord] = []
     details: dict[str, dict] = {}
     for index, source in enumerate(options.sources):
@@ -110,7 +120,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
         elif isinstance(source, FilesSource):
             from pipeline.fetch.files import read_files
 
-            done, counts = read_files(source, files[index], stage_output, task, name, engine)
+            done, counts = read_files(source, files[index], stage_output, task, name, engine, record_columns)
         elif isinstance(source, ApiSource):
             from pipeline.fetch.api import fetch_api
 
@@ -123,12 +133,18 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
         details[f"{task}:{name}"] = counts
     stage_output.finalize(records, extra={"kind": kind})
     rows = sum(r.counts.get("rows_out", 0) for r in records)
+    dropped: dict[str, int] = {}
+    for record in records:
+        for key, value in record.counts.items():
+            if key.startswith("dropped:"):
+                dropped[key.removeprefix("dropped:")] = dropped.get(key.removeprefix("dropped:"), 0) + value
     return StageResult(
         stage="fetch",
-        rows_in=rows,
+        rows_in=rows + sum(dropped.values()),
         rows_out=rows,
+        dropped=dropped,
         seconds=round(time.perf_counter() - started, 3),
-        outputs={"main": str(output)},
+        outputs={k: str(v) for k, v in outputs.items()},
         details={"kind": kind, "sources": details},
     )
 

@@ -1,10 +1,14 @@
-"""Local files: CSV/TSV, JSONL, Parquet → documents; HTML files and WARC captures → raw pages.
+"""Local files: CSV/TSV, JSONL, JSON, Parquet → documents or instruction/chat records; HTML
+files and WARC captures → raw pages.
 
 One task per structured file or WARC file, one per `html_files_per_task` HTML files; tasks
-run on the engine's workers and are resumable (a finished file is not read again). Structured
-files are read in batches (Polars' streaming scan), so memory stays bounded by the shard size.
-Compressed files (.gz, .bz2) are streamed through a decompressor: CSV/JSONL into a temporary
-file beside the output (Polars scans files, not streams), HTML and WARC directly.
+run on the engine's workers and are resumable (a finished file is not read again). JSONL and
+CSV are streamed in blocks of whole lines (JSONL: Polars parses a block at once, and only a
+block that fails is parsed line by line to find its bad lines; CSV: pyarrow's streaming reader,
+every field as bytes, then checked as UTF-8 column by column). A malformed line (bad JSON,
+bytes that are not UTF-8, a ragged CSV row) goes to rejected/<output>/ with file, line and
+reason (`strict`: the task fails naming them). An empty file is zero rows. Compressed files
+(.gz, .bz2) are streamed through a decompressor. Shards roll at `shard_mb` whatever the block.
 """
 
 from __future__ import annotations
@@ -12,25 +16,26 @@ from __future__ import annotations
 import bz2
 import glob as globlib
 import gzip
+import io
 import json
 import os
-import shutil
-import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import polars as pl
 
 from pipeline.dataset import StageOutput, TaskRecord
 from pipeline.fetch.options import FilesSource
-from pipeline.fetch.records import records_to_docs
+from pipeline.fetch.records import RecordError, records_to_docs
 from pipeline.fetch.writer import DOC_SCHEMA, RAW_SCHEMA, ShardRoller, raw_row
+from pipeline.schema import FETCHED_AT
 
 FORMATS = {
-    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
     ".parquet": "parquet", ".html": "html", ".htm": "html", ".xhtml": "html", ".warc": "warc",
 }
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open}
@@ -97,17 +102,18 @@ class FilesTask:
     output: StageOutput
     source: str
     prefix: str
+    record_columns: bool = False  # text documents written with the record columns (a mixed run)
 
 
 def read_files(source: FilesSource, found: list[tuple[Path, str]], output: StageOutput, task: str,
-               name: str, engine) -> tuple[list[TaskRecord], dict]:
+               name: str, engine, record_columns: bool = False) -> tuple[list[TaskRecord], dict]:
     """Plan one task per structured/WARC file and per batch of HTML files; run the pending ones."""
     tasks: list[FilesTask] = []
     html = [str(p) for p, fmt in found if fmt == "html"]
     for index, (path, fmt) in enumerate(found):
         if fmt != "html":
             tasks.append(FilesTask(f"{task}:{path}", [str(path)], fmt, source, output, name,
-                                   f"{task}-f{index:06d}"))
+                                   f"{task}-f{index:06d}", record_columns))
     step = source.html_files_per_task
     for start in range(0, len(html), step):
         chunk = html[start:start + step]
@@ -130,59 +136,417 @@ def run_files_task(task: FilesTask) -> TaskRecord:
     if task.fmt in ("html", "warc"):
         roller = ShardRoller(task.output, task.source, task.prefix, task.options.shard_bytes, RAW_SCHEMA)
         counts = _read_pages(task, roller)
+        roller.flush()
+        outputs = {"main": roller.written}
     else:
         roller = ShardRoller(task.output, task.source, task.prefix, task.options.shard_bytes, DOC_SCHEMA)
-        counts = _read_records(task, roller)
-    roller.flush()
+        rejects = ShardRoller(task.output, task.source, task.prefix, task.options.shard_bytes,
+                              REJECTED_SCHEMA, name="rejected")
+        counts = _read_records(task, roller, rejects)
+        roller.flush()
+        rejects.flush()
+        outputs = {"main": roller.written, "rejected": rejects.written}
     counts["rows_out"] = sum(s.rows for s in roller.written)
-    record = TaskRecord(task=task.key, fingerprint="", outputs={"main": roller.written}, counts=counts)
+    record = TaskRecord(task=task.key, fingerprint="", outputs=outputs, counts=counts)
     return task.output.commit(record)
 
 
 # -- structured records ------------------------------------------------------------------------
-def _scan(path: Path, fmt: str, scratch: Path) -> pl.LazyFrame:
-    if fmt == "parquet":
-        return pl.scan_parquet(path)
-    if path.suffix.lower() in COMPRESSIONS:
-        scratch.mkdir(parents=True, exist_ok=True)
-        plain = scratch / f"{uuid.uuid4().hex}-{path.stem}"
-        with open_maybe_compressed(path) as src, open(plain, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        path = plain
-    if fmt == "jsonl":
-        return pl.scan_ndjson(path, infer_schema_length=10_000)
-    separator = "\t" if fmt == "tsv" else ","
-    # TSV files rarely quote; a stray " in a text must not swallow the rows after it
-    return pl.scan_csv(path, separator=separator, quote_char=None if fmt == "tsv" else '"',
-                       infer_schema_length=10_000, truncate_ragged_lines=True, encoding="utf8-lossy")
+BLOCK_BYTES = 8 << 20  # bytes of a JSONL/CSV file parsed at once (then cut into shard_mb shards)
+BATCH_ROWS = 50_000  # rows of a Parquet file or JSON array mapped at once
+WHITESPACE = np.array([9, 10, 13, 32], np.uint8)
+
+# what fetch writes to rejected/<output>/: a line it could not parse, or a record that failed
+# validation, with where it was and why; `record` is the line (undecodable bytes as \xNN
+# escapes, never U+FFFD) or the record's fields as JSON
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "source": pl.String(),
+    "fetched_at": FETCHED_AT,
+    "file": pl.String(),
+    "line": pl.Int64(),
+    "reason": pl.String(),
+    "record": pl.String(),
+}
 
 
-def _batches(frame: pl.LazyFrame, rows: int):
-    """Batches of a lazy scan, streamed (Polars >= 1.33 has collect_batches; older: slices)."""
-    if hasattr(frame, "collect_batches"):
-        yield from frame.collect_batches(chunk_size=rows)
-        return
-    yield from frame.collect(engine="streaming").iter_slices(rows)
+@dataclass
+class Malformed:
+    """A line (or record) that could not be parsed: 1-based line, exact reason, its text."""
+
+    line: int | None
+    reason: str
+    record: str
 
 
-def _read_records(task: FilesTask, roller: ShardRoller) -> dict[str, int]:
-    path = Path(task.paths[0])
-    scratch = task.output.outputs["main"] / "_tmp"
-    fetched_at = mtime_utc(path)
-    offset = 0
+@dataclass
+class ParsedBatch:
+    """Parsed records of one block of a file, the line (JSONL, CSV) or record number (JSON
+    array, Parquet) of each row, and what could not be parsed."""
+
+    frame: pl.DataFrame
+    lines: np.ndarray
+    malformed: list[Malformed]
+
+
+def _shown(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def _line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start and end (exclusive, newline excluded) of each line of a block, and whether it holds
+    more than whitespace; vectorised over the bytes."""
+    buf = np.frombuffer(block, np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    ends = newlines if block.endswith(b"\n") else np.append(newlines, len(block))
+    starts = np.concatenate([[0], newlines + 1])[:len(ends)]
+    solid = np.concatenate([[0], np.cumsum(~np.isin(buf, WHITESPACE), dtype=np.int64)])
+    return starts, ends, (solid[ends] - solid[starts]) > 0
+
+
+def _invalid_utf8_lines(block: bytes, starts: np.ndarray, ends: np.ndarray) -> dict[int, str]:
+    """Line index → reason for every line holding bytes that are not UTF-8 (one C-speed decode
+    of the block when it is clean; each bad line costs one more decode of the rest)."""
+    bad: dict[int, str] = {}
+    position = 0
+    while position < len(block):
+        try:
+            block[position:].decode("utf-8")
+            break
+        except UnicodeDecodeError as error:
+            at = position + error.start
+            index = int(np.searchsorted(ends, at))
+            bad[index] = f"invalid UTF-8: byte 0x{block[at]:02x} at column {at - int(starts[index]) + 1}"
+            position = int(ends[index]) + 1
+    return bad
+
+
+def _without_lines(block: bytes, starts: np.ndarray, ends: np.ndarray, drop: list[int]) -> bytes:
+    if not drop:
+        return block
+    pieces, position = [], 0
+    for index in sorted(drop):
+        pieces.append(block[position:int(starts[index])])
+        position = int(ends[index]) + 1
+    pieces.append(block[position:])
+    return b"".join(pieces)
+
+
+def _read_ndjson(data: bytes) -> pl.DataFrame:
+    return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+
+
+def _jsonl_block(path: Path, block: bytes, first_line: int) -> ParsedBatch:
+    """One block of whole lines: Polars parses it at once; only a block that fails is parsed
+    line by line (json) to find the bad lines, which are then left out."""
+    starts, ends, solid = _line_spans(block)
+    bad = _invalid_utf8_lines(block, starts, ends)
     try:
-        frame = _scan(path, task.fmt, scratch)
-        for batch in _batches(frame, 50_000):
-            docs = records_to_docs(batch, task.options, task.source, f"{task.source}:{path.name}",
-                                   offset, fetched_at)
-            offset += batch.height
-            roller.add_frame(docs)
+        frame = _read_ndjson(_without_lines(block, starts, ends, list(bad))) if solid.any() else pl.DataFrame()
+    except pl.exceptions.PolarsError:
+        for index in np.flatnonzero(solid):
+            if int(index) in bad:
+                continue
+            try:
+                value = json.loads(block[starts[index]:ends[index]])
+            except json.JSONDecodeError as error:
+                bad[int(index)] = f"invalid JSON: {error.msg} at column {error.colno}"
+                continue
+            if not isinstance(value, dict):
+                bad[int(index)] = f"not a JSON object (a JSON {type(value).__name__})"
+        try:
+            frame = _read_ndjson(_without_lines(block, starts, ends, list(bad)))
+        except pl.exceptions.PolarsError as error:
+            raise FilesError(f"{path}: lines {first_line}-{first_line + len(ends) - 1}: "
+                             f"cannot read as jsonl: {error}") from None
+    kept = solid.copy()
+    kept[list(bad)] = False
+    lines = first_line + np.flatnonzero(kept)
+    if frame.height != len(lines):
+        raise FilesError(f"{path}: lines {first_line}-{first_line + len(ends) - 1}: {frame.height} "
+                         f"records parsed from {len(lines)} lines")
+    malformed = [Malformed(first_line + i, reason, _shown(block[starts[i]:ends[i]])) for i, reason in sorted(bad.items())]
+    return ParsedBatch(frame, lines, malformed)
+
+
+def _jsonl_batches(path: Path):
+    """Blocks of about BLOCK_BYTES cut at line ends, streamed (through the decompressor)."""
+    with open_maybe_compressed(path) as stream:
+        first_line, carry = 1, b""
+        while True:
+            chunk = stream.read(BLOCK_BYTES)
+            data = carry + chunk if carry else chunk
+            if chunk:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than a block: read on
+                    carry = data
+                    continue
+                block, carry = data[:cut], data[cut:]
+            else:
+                block, carry = data, b""
+            if block:
+                yield _jsonl_block(path, block, first_line)
+                first_line += block.count(b"\n") + (not block.endswith(b"\n"))
+            if not chunk:
+                return
+
+
+def _json_batches(path: Path):
+    """A JSON array of records. It is one value, so it is parsed whole (a file per task; use
+    JSONL for files larger than a worker's memory); a file that does not parse is rejected
+    whole, with the line of the error."""
+    with open_maybe_compressed(path) as stream:
+        data = stream.read()
+    if not data.strip():
+        return
+    whole = "(a JSON array is one value: nothing of the file was read)"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        yield ParsedBatch(pl.DataFrame(), np.zeros(0, np.int64), [Malformed(
+            line, f"invalid UTF-8: byte 0x{data[error.start]:02x} at column {column} {whole}", "")])
+        return
+    if not data.lstrip().startswith(b"["):
+        yield ParsedBatch(pl.DataFrame(), np.zeros(0, np.int64), [Malformed(
+            1, "not a JSON array of records (write one record per line as .jsonl)", _shown(data[:1000]))])
+        return
+    try:
+        frame = pl.read_json(io.BytesIO(data), infer_schema_length=None)
+        malformed: list[Malformed] = []
+        numbers = np.arange(1, frame.height + 1)
+    except pl.exceptions.PolarsError:
+        try:
+            values = json.loads(data)
+        except json.JSONDecodeError as error:
+            yield ParsedBatch(pl.DataFrame(), np.zeros(0, np.int64), [Malformed(
+                error.lineno, f"invalid JSON: {error.msg} at column {error.colno} {whole}", "")])
+            return
+        # parsed, but Polars refused it: some elements are not objects (rare; Python objects here)
+        objects = [i for i, v in enumerate(values) if isinstance(v, dict)]
+        malformed = [Malformed(i + 1, f"record {i + 1} is not a JSON object (a JSON {type(v).__name__})",
+                               json.dumps(v, ensure_ascii=False)) for i, v in enumerate(values) if not isinstance(v, dict)]
+        frame = pl.from_dicts([values[i] for i in objects], infer_schema_length=None) if objects else pl.DataFrame()
+        numbers = np.array(objects, np.int64) + 1
+    yield ParsedBatch(pl.DataFrame(), np.zeros(0, np.int64), malformed)
+    for start in range(0, frame.height, BATCH_ROWS):
+        yield ParsedBatch(frame.slice(start, BATCH_ROWS), numbers[start:start + BATCH_ROWS], [])
+
+
+def _parquet_batches(path: Path):
+    import pyarrow.parquet as pq
+
+    if path.stat().st_size == 0:
+        return
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ... for a broken file
+        raise FilesError(f"{path}: cannot read as parquet: {error}") from None
+    first = 1
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+        frame = pl.from_arrow(batch)
+        yield ParsedBatch(frame, np.arange(first, first + frame.height), [])
+        first += frame.height
+
+
+class _LineFinder:
+    """Finds the line where a row's text starts, reading the (decompressed) file forward once:
+    used for the rare rows the CSV parser skips, which it hands over without a line number."""
+
+    def __init__(self, path: Path):
+        self.stream = open_maybe_compressed(path)
+        self.buffer = b"\n"  # a row starts after a newline; the file's start counts as one
+        self.line_of_buffer = 0  # line number of the buffer's first byte
+        self.position = 0
+
+    def find(self, text: str) -> int | None:
+        needle = b"\n" + text.encode("utf-8", "surrogateescape")
+        while True:
+            at = self.buffer.find(needle, self.position)
+            if at >= 0:
+                line = self.line_of_buffer + self.buffer.count(b"\n", 0, at) + 1
+                keep = at + 1  # forget what lies before this row
+                self.line_of_buffer += self.buffer.count(b"\n", 0, keep)
+                self.buffer, self.position = self.buffer[keep:], 1
+                return line
+            chunk = self.stream.read(BLOCK_BYTES)
+            if not chunk:
+                return None
+            keep = max(0, len(self.buffer) - len(needle))
+            self.line_of_buffer += self.buffer.count(b"\n", 0, keep)
+            self.buffer, self.position = self.buffer[keep:] + chunk, 0
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _undecodable_rows(table, delimiter: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """Rows of a batch (all columns binary) holding bytes that are not UTF-8: a mask, each bad
+    row's reason and its cells rejoined. Each column is checked by one Arrow cast; only a column
+    whose cast fails is looked at cell by cell."""
+    import pyarrow as pa
+
+    bad = np.zeros(table.num_rows, bool)
+    reasons: dict[int, str] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            column.cast(pa.string())
+            continue
+        except pa.ArrowInvalid:
+            pass
+        for row, value in enumerate(column.to_pylist()):
+            if value is None or row in reasons:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as error:
+                reasons[row] = (f"invalid UTF-8 in field {name!r}: byte 0x{value[error.start]:02x} "
+                                f"at position {error.start + 1}")
+                bad[row] = True
+    rows = sorted(reasons)
+    cells = [table.column(i).take(rows).to_pylist() for i in range(table.num_columns)] if rows else []
+    shown = [delimiter.join(_shown(c[k] or b"") for c in cells) for k in range(len(rows))]
+    return bad, [reasons[r] for r in rows], shown
+
+
+def _csv_batches(path: Path, fmt: str):
+    """CSV/TSV in blocks, every field read as bytes: a row with more or fewer fields than the
+    header and a row holding bytes that are not UTF-8 are malformed (with their line), the
+    rest become strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    with open_maybe_compressed(path) as probe:
+        if not probe.read(1 << 16).strip():
+            return
+    delimiter = "\t" if fmt == "tsv" else ","
+    skipped: list[tuple[str, int, int]] = []
+
+    def skip_ragged(row) -> str:
+        skipped.append((row.text, row.actual_columns, row.expected_columns))
+        return "skip"
+
+    # TSV files rarely quote; a stray " in a text must not swallow the rows after it
+    parse = pcsv.ParseOptions(delimiter=delimiter, quote_char=False if fmt == "tsv" else '"',
+                              newlines_in_values=fmt != "tsv", invalid_row_handler=skip_ragged)
+    read = pcsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False)
+    try:
+        with open_maybe_compressed(path) as stream:
+            names = pcsv.open_csv(stream, read_options=read, parse_options=parse).schema.names
+    except pa.ArrowInvalid as error:
+        raise FilesError(f"{path}: line 1: cannot read the header as {fmt}: {error}") from None
+    skipped.clear()
+    convert = pcsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=True,
+                                  quoted_strings_can_be_null=False)
+    finder = _LineFinder(path)
+    next_line = 2  # the header is line 1
+    try:
+        with open_maybe_compressed(path) as stream:
+            reader = pcsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+            for batch in reader:
+                malformed = []
+                events = []
+                for text, actual, expected in skipped:
+                    line = finder.find(text)
+                    malformed.append(Malformed(line, f"ragged row: {actual} fields, the header has {expected}", text))
+                    if line is not None:
+                        events.append((line, 1 + text.count("\n")))
+                skipped.clear()
+                table = pa.Table.from_batches([batch])
+                spans = np.ones(table.num_rows, np.int64)
+                for column in table.columns:  # a quoted field may hold line breaks
+                    spans += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
+                lines = next_line + np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
+                for line, span in sorted(events):  # rows after a skipped row start further down
+                    lines[lines >= line] += span
+                end = int(lines[-1] + spans[-1]) if len(lines) else next_line
+                next_line = end + sum(span for line, span in events if line >= end)
+                bad, reasons, shown = _undecodable_rows(table, delimiter)
+                malformed += [Malformed(int(line), reason, text)
+                              for line, reason, text in zip(lines[bad], reasons, shown, strict=True)]
+                good = table.filter(pa.array(~bad)) if bad.any() else table
+                good = good.cast(pa.schema([(n, pa.string()) for n in names]))
+                yield ParsedBatch(pl.from_arrow(good), lines[~bad], malformed)
+            if skipped:  # ragged rows after the last batch
+                yield ParsedBatch(pl.DataFrame(), np.zeros(0, np.int64), [
+                    Malformed(finder.find(t), f"ragged row: {a} fields, the header has {e}", t) for t, a, e in skipped])
+    except pa.ArrowInvalid as error:
+        raise FilesError(f"{path}: after line {next_line - 1}: cannot read as {fmt}: {error}") from None
+    finally:
+        finder.close()
+
+
+def record_batches(path: Path, fmt: str):
+    """ParsedBatch after ParsedBatch of a structured file (empty files give none)."""
+    readers = {"jsonl": _jsonl_batches, "json": _json_batches, "parquet": _parquet_batches}
+    return readers[fmt](path) if fmt in readers else _csv_batches(path, fmt)
+
+
+def _generalised(reason: pl.Expr) -> pl.Expr:
+    """A reason without its turn numbers, quoted values, columns and bytes, to count by."""
+    return (reason.str.replace_all(r"\b(turn|column|position|fields?|header has) \d+", "$1 N")
+            .str.replace_all(r"'[^']*'", "'…'").str.replace_all(r"0x[0-9a-f]{2}", "0x..")
+            .str.replace_all(r"^ragged row: \d+", "ragged row: N"))
+
+
+def _read_records(task: FilesTask, roller: ShardRoller, rejects: ShardRoller) -> dict[str, int]:
+    from pipeline.fetch.records import _jsonable, records_to_kind, with_record_columns
+    from pipeline.records import RecordFormatError
+
+    options = task.options
+    path = Path(task.paths[0])
+    fetched_at = mtime_utc(path)
+    key_prefix = f"{task.source}:{path.name}"
+    counts = {"records": 0, "malformed": 0, "invalid": 0}
+
+    def reject(ids, lines, reasons, records) -> None:
+        frame = pl.DataFrame({"id": ids, "source": task.source, "file": str(path), "line": lines,
+                              "reason": reasons, "record": records},
+                             schema_overrides={"id": pl.String, "line": pl.Int64, "record": pl.String})
+        frame = frame.with_columns(pl.lit(fetched_at).cast(FETCHED_AT).alias("fetched_at"))
+        for reason, n in frame.group_by(_generalised(pl.col("reason"))).len().iter_rows():
+            counts[f"dropped:{reason}"] = counts.get(f"dropped:{reason}", 0) + n
+        rejects.add_frame(frame.select(list(REJECTED_SCHEMA)).cast(REJECTED_SCHEMA))
+
+    try:
+        for batch in record_batches(path, task.fmt):
+            if batch.malformed:
+                if options.strict:
+                    first = batch.malformed[0]
+                    raise FilesError(f"{path}:{first.line}: {first.reason}")
+                counts["malformed"] += len(batch.malformed)
+                reject([None] * len(batch.malformed), [m.line for m in batch.malformed],
+                       [m.reason for m in batch.malformed], [m.record for m in batch.malformed])
+            if not batch.frame.height:
+                continue
+            offset = counts["records"]
+            counts["records"] += batch.frame.height
+            if options.record_kind == "text":
+                docs = records_to_docs(batch.frame, options, task.source, key_prefix, offset, fetched_at)
+                roller.add_frame(with_record_columns(docs) if task.record_columns else docs)
+                continue
+            docs = records_to_kind(batch.frame, options, options.record_kind, options.record_format,
+                                   task.source, key_prefix, offset, fetched_at)
+            invalid = docs["reason"].is_not_null().to_numpy()
+            if invalid.any():
+                lines = batch.lines[invalid]
+                if options.strict:
+                    raise FilesError(f"{path}:{int(lines[0])}: {docs['reason'].filter(pl.Series(invalid))[0]}")
+                counts["invalid"] += int(invalid.sum())
+                mask = pl.Series(invalid)
+                source_rows = _jsonable(batch.frame.filter(mask))
+                records = source_rows.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+                bad = docs.filter(mask)
+                reject(bad["id"], lines.tolist(), bad["reason"], records)
+                docs = docs.filter(~mask)
+            roller.add_frame(docs.drop("reason"))
     except pl.exceptions.PolarsError as error:
         raise FilesError(f"{path}: cannot read as {task.fmt}: {error}") from None
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-    return {"records": offset}
+    except (RecordError, RecordFormatError) as error:
+        raise FilesError(f"{path}: {error}") from None
+    return counts
 
 
 # -- pages: HTML files and WARC captures ---------------------------------------------------------

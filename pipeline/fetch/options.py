@@ -208,11 +208,29 @@ class SqlSource(_SourceBase, _RecordFields, _SqlFields):
 
     kind: Literal["sql"] = "sql"
 
+FILE_FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "html", "warc")
+
+
 class _FilesFields(Options):
     glob: list[str] = []
     """File patterns (`**` recurses); repeatable."""
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "html", "warc"] = "auto"
-    """File format; auto = from the extension (.csv .tsv .jsonl .ndjson .parquet .html .htm .warc)."""
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "html", "warc",
+                    "alpaca", "prompt_completion", "prompt_response", "question_answer", "openai",
+                    "sharegpt"] = "auto"
+    """File format; auto = from the extension (.csv .tsv .jsonl .ndjson .json .parquet .html .htm
+    .warc). A record layout (alpaca, prompt_completion, prompt_response, question_answer, openai,
+    sharegpt) names `record_format` instead and leaves the file format to the extension."""
+    record_kind: Literal["text", "instruction", "chat"] = Field("text", json_schema_extra={"cli_aliases": ["--kind"]})
+    """Record kind to read (CSV/JSONL/JSON/Parquet): text documents, instruction records
+    (prompt, response, optional system) or chat records (messages); see docs/records.md."""
+    record_format: Literal["auto", "alpaca", "prompt_completion", "prompt_response", "question_answer",
+                           "openai", "sharegpt"] = "auto"
+    """Layout of instruction/chat records; auto = from the fields (messages → openai,
+    conversations → sharegpt, instruction+output → alpaca, prompt+completion, prompt+response,
+    question+answer)."""
+    strict: bool = False
+    """Fail on the first malformed line or invalid record, naming file and line (default:
+    permissive, such records go to the rejected dataset with file, line and reason)."""
     max_bytes: int = Field(10 * MIB, ge=1)
     """Largest HTML page or WARC record body kept, decompressed; larger ones get an error row."""
     html_files_per_task: int = Field(200, ge=1)
@@ -222,6 +240,16 @@ class _FilesFields(Options):
     def _needs_glob(self) -> _FilesFields:
         if not self.glob:
             raise ValueError("files needs at least one glob pattern (glob = [...], --glob PATTERN)")
+        if self.format not in ("auto", *FILE_FORMATS):  # a record layout given as --format
+            if self.record_format not in ("auto", self.format):
+                raise ValueError(f"format = {self.format!r} and record_format = {self.record_format!r} disagree")
+            layout = self.format
+            object.__setattr__(self, "format", "auto")
+            object.__setattr__(self, "record_format", layout)
+        if self.record_kind == "text" and self.record_format != "auto":
+            raise ValueError(f"record_format = {self.record_format!r} needs record_kind = instruction or chat (--kind)")
+        if self.record_kind == "instruction" and self.record_format in ("openai", "sharegpt"):
+            raise ValueError(f"{self.record_format} records are conversations: use record_kind = chat (--kind chat)")
         return self
 
 
@@ -230,7 +258,12 @@ class FilesSource(_SourceBase, _RecordFields, _FilesFields):
     files and WARC captures become raw pages for `extract` (url = the file's path, or the
     WARC target URI). Any of them may be gzip- or bzip2-compressed (.gz, .bz2).
 
+    Instruction and chat records (`--kind instruction|chat`) are read from JSONL, JSON arrays
+    and Parquet in the layouts of docs/records.md and validated; a malformed line or an invalid
+    record goes to rejected/<output>/ with file, line and reason (`--strict` fails instead).
+
     Example: pipeline fetch files --glob 'data/*.jsonl.gz' --text-field body --output docs
+    Example: pipeline fetch files --glob gsm8k.jsonl --kind instruction --output docs
     """
 
     kind: Literal["files"] = "files"

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from pipeline.dataset import ShardInfo, StageOutput
@@ -60,8 +61,9 @@ class ShardRoller:
     """
 
     def __init__(self, output: StageOutput, source: str, prefix: str, shard_bytes: int,
-                 schema: dict[str, pl.DataType] = RAW_SCHEMA, start: int = 0):
+                 schema: dict[str, pl.DataType] = RAW_SCHEMA, start: int = 0, name: str = "main"):
         self.output = output
+        self.name = name  # which of the stage's outputs the shards go to
         self.source = partition_value(source)
         self.prefix = prefix
         self.shard_bytes = shard_bytes
@@ -78,10 +80,27 @@ class ShardRoller:
         return self.flush() if self.buffered_bytes >= self.shard_bytes else []
 
     def add_frame(self, frame: pl.DataFrame) -> list[ShardInfo]:
-        if frame.height:
-            self._frames.append(frame)
-            self.buffered_bytes += frame.estimated_size()
-        return self.flush() if self.buffered_bytes >= self.shard_bytes else []
+        """Buffer a frame's rows; a frame larger than the room left is cut, so every shard holds
+        about `shard_bytes` (by the rows' string and binary bytes) whatever the batch size."""
+        written: list[ShardInfo] = []
+        if not frame.height:
+            return written
+        ends = np.cumsum(row_bytes(frame))
+        start, consumed = 0, 0
+        while start < frame.height:
+            room = self.shard_bytes - self.buffered_bytes
+            stop = int(np.searchsorted(ends, consumed + room, side="right"))
+            if stop <= start:  # one row larger than the room: alone in a shard if need be
+                if self.buffered_bytes:
+                    written += self.flush()
+                    continue
+                stop = start + 1
+            self._frames.append(frame.slice(start, stop - start))
+            self.buffered_bytes += int(ends[stop - 1]) - consumed
+            consumed, start = int(ends[stop - 1]), stop
+            if self.buffered_bytes >= self.shard_bytes or start < frame.height:
+                written += self.flush()
+        return written
 
     @property
     def pending_rows(self) -> int:
@@ -100,10 +119,20 @@ class ShardRoller:
         infos = []
         for (date,), part in frame.with_columns(_day=day).group_by("_day", maintain_order=True):
             relpath = f"source={self.source}/date={date}/{self.prefix}-{self.sequence:05d}.parquet"
-            infos.append(self.output.write("main", part.drop("_day"), relpath))
+            infos.append(self.output.write(self.name, part.drop("_day"), relpath))
             self.sequence += 1
         self.written.extend(infos)
         return infos
+
+
+def row_bytes(frame: pl.DataFrame) -> np.ndarray:
+    """Per-row size estimate: bytes of the string and binary columns plus 64 for the rest."""
+    sizes = [pl.col(c).str.len_bytes() if d == pl.String else pl.col(c).bin.size()
+             for c, d in frame.schema.items() if d in (pl.String, pl.Binary)]
+    if not sizes:
+        return np.full(frame.height, 64, np.int64)
+    total = pl.sum_horizontal([s.fill_null(0).cast(pl.Int64) for s in sizes]) + 64
+    return frame.select(total).to_series().to_numpy()
 
 
 def empty_frame(schema: dict[str, pl.DataType]) -> pl.DataFrame:
