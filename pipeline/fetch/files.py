@@ -250,7 +250,7 @@ def _jsonl_block(path: Path, block: bytes, first_line: int) -> ParsedBatch:
             try:
                 value = json.loads(block[starts[index]:ends[index]])
             except json.JSONDecodeError as error:
-                bad[int(index)] = f"invalid JSON: {error.msg} at column {error.colno}"
+                bad[int(index)] = f"invalid JSON at column {error.colno}: {error.msg}"
                 continue
             if not isinstance(value, dict):
                 bad[int(index)] = f"not a JSON object (a JSON {type(value).__name__})"
@@ -321,7 +321,7 @@ def _json_batches(path: Path):
             values = json.loads(data)
         except json.JSONDecodeError as error:
             yield ParsedBatch(pl.DataFrame(), np.zeros(0, np.int64), [Malformed(
-                error.lineno, f"invalid JSON: {error.msg} at column {error.colno} {whole}", "")])
+                error.lineno, f"invalid JSON at column {error.colno}: {error.msg} {whole}", "")])
             return
         # parsed, but Polars refused it: some elements are not objects (rare; Python objects here)
         objects = [i for i, v in enumerate(values) if isinstance(v, dict)]
