@@ -6,13 +6,15 @@ per-column missing-value and type policies (job file `[[clean.columns]]`), text
 normalisation (control characters, mojibake, markup, NFKC, special characters, case,
 whitespace), PII masking (<EMAIL>, <PHONE>, <IP_ADDRESS>, <CREDIT_CARD>, <IBAN>), then the
 Gopher / C4 / FineWeb quality rules. A dropped row goes to rejected/<output>/ with `reason` =
-the first rule it fails; PII counts per kind are in the stage's details. Example:
+the first rule it fails; PII counts per kind are in the stage's details. Instruction and chat
+records (a `kind` column) are cleaned turn by turn (pipeline.clean.records). Example:
 pipeline clean --input out/docs --output out/clean --min-words 20 --no-mask-phone
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 from pydantic import Field, PrivateAttr, field_validator
@@ -29,6 +31,7 @@ from pipeline.clean.quality import (
     needed_stats,
     quality_stats,
 )
+from pipeline.clean.records import clean_record_batch
 from pipeline.engine import Engine
 from pipeline.schema import rejected_folder
 from pipeline.stage import (
@@ -76,6 +79,12 @@ class Options(StageOptions):
     c4_line_filter: bool = False
     """10. C4's line filter: keep only lines ending in terminal punctuation with >= 3 words and
     no javascript / cookie-policy boilerplate (off: it strips code and signatures from docs)."""
+
+    # -- instruction and chat records ------------------------------------------------------
+    record_rules: Literal["joined", "per_turn"] = "joined"
+    """Instruction/chat records: every turn is normalised and PII-masked on its own and `text`
+    is rendered again from the turns; the quality rules then judge the joined rendering
+    ("joined") or each turn ("per_turn": the first failing turn's rule drops the record)."""
 
     # -- PII -------------------------------------------------------------------------------
     mask_email: bool = True
@@ -234,8 +243,13 @@ def clean_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     lengths = base[options.text_column].str.len_bytes().fill_null(0).to_numpy()
     starts = batch_starts(lengths, max(base.height, 1), options.batch_bytes).tolist()
     stops = [*starts[1:], base.height]
-    result = pl.concat([clean_text(base.slice(a, b - a).lazy(), options).collect(engine="streaming")
-                        for a, b in zip(starts, stops, strict=True)], how="vertical")
+    if "kind" in base.columns and options.text_column == "text":  # instruction/chat records
+        per_turn = options.record_rules == "per_turn"
+        result = pl.concat([clean_record_batch(base.slice(a, b - a), lambda f: clean_text(f, options), pii, per_turn)
+                            for a, b in zip(starts, stops, strict=True)], how="vertical")
+    else:
+        result = pl.concat([clean_text(base.slice(a, b - a).lazy(), options).collect(engine="streaming")
+                            for a, b in zip(starts, stops, strict=True)], how="vertical")
     counts = {f"pii:{k.removeprefix('pii_')}": int(result[k].sum()) for k in pii}
     drop = ([] if options.pii_columns else pii) + ([] if options.quality_columns else [c for c in QUALITY_STATS if c in result.columns])
     raw = [c for c in result.columns if c.startswith(RAW)]  # rejected rows keep input values
