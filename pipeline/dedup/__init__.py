@@ -68,6 +68,11 @@ class Options(StageOptions):
     verify_margin: float = Field(0.12, gt=0.0, le=1.0)
     """Estimates this close to the threshold are checked exactly (1 = check every candidate).
     0.12 is 2.7 standard deviations of the estimate at 128 permutations."""
+    key: Literal["record", "prompt"] = "record"
+    """What rows are compared by: the whole record (`text`; for instruction and chat records
+    the rendering of every turn) or the prompt only (an instruction's system and prompt, a
+    chat's non-assistant turns), so the same question with two answers is a duplicate.
+    Documents are compared by their text either way."""
     keep: Literal["first", "longest", "best"] = "first"
     """Which document of a duplicate group stays: first in input order, longest (most words), or
     best (most distinct shingles); ties go to the first."""
@@ -140,7 +145,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
                 group_threshold=options.group_threshold, verify=options.verify,
                 verify_margin=options.verify_margin, keep=options.keep,
                 partitions=partitions, batch_docs=options.batch_docs, batch_bytes=options.batch_bytes,
-                max_bucket=options.max_bucket)
+                max_bucket=options.max_bucket, key=options.key)
     details = {"bands": bands, "rows": rows, "group_bands": group_bands, "group_rows": group_rows,
                "partitions": partitions, "num_perm": options.num_perm}
 

@@ -58,6 +58,7 @@ class Plan:
     batch_docs: int
     batch_bytes: int
     max_bucket: int
+    key: str = "record"  # "record" (the `text` rendering) or "prompt" (pipeline.records.prompt_text)
 
 
 def shard_of(node: pl.Expr | np.ndarray):
@@ -137,6 +138,14 @@ def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int, plan: Plan,
     return pl.concat(parts), signed, sets
 
 
+def dedup_key_text(key: str, schema) -> pl.Expr:
+    """The text two rows are compared by: `text`, or with key = "prompt" the asking part of
+    instruction/chat records (pipeline.records.prompt_text; documents keep their text)."""
+    from pipeline.records import prompt_text
+
+    return prompt_text() if key == "prompt" and "kind" in schema else pl.col("text")
+
+
 def partition_of(partitions: int) -> pl.Expr:
     """The band partition of a band row: a hash of (band, key) modulo the partition count."""
     mixed = pl.col("key") ^ (pl.col("band").cast(pl.UInt64) * pl.lit(0x9E3779B97F4A7C15, pl.UInt64))
@@ -147,7 +156,8 @@ def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     plan, shard = args
     path = plan.shards[shard]
     perm = minhash.permutations(plan.num_perm, plan.seed)
-    frame = pl.scan_parquet(path, hive_partitioning=False).select("text")
+    frame = pl.scan_parquet(path, hive_partitioning=False)
+    frame = frame.select(dedup_key_text(plan.key, frame.collect_schema()).alias("text"))
     lengths = frame.select(pl.col("text").str.len_bytes().fill_null(0)).collect().to_series().to_numpy()
     total = len(lengths)
     starts = batch_starts(lengths, plan.batch_docs, plan.batch_bytes)  # [0] for an empty shard,
@@ -368,13 +378,20 @@ ASSIGN_SCHEMA = {"row": pl.Int64, "removed": pl.Boolean, "kept_id": pl.String, "
 
 
 def apply_assignment(frame: pl.DataFrame, assign: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(kept rows with near_group, removed rows with kept_id, kind, similarity, reason). Pure."""
+    """(kept rows with near_group, removed rows with kept_id, kind, similarity, reason). Pure.
+
+    In the audit `kind` is the duplicate's kind (exact|near); the record kind of instruction
+    and chat rows (their own `kind` column) is kept there as `record_kind`."""
     frame = frame.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    if "kind" in frame.columns:
+        frame = frame.rename({"kind": "record_kind"})
     joined = frame.join(assign.cast(ASSIGN_SCHEMA), on="row", how="left", maintain_order="left")
     removed = pl.col("removed").fill_null(False)
     kept = (joined.filter(~removed)
             .with_columns(near_group=pl.coalesce("near_group", "id"))
             .drop("row", "removed", "kept_id", "kind", "similarity"))
+    if "record_kind" in kept.columns:
+        kept = kept.rename({"record_kind": "kind"})
     dropped = (joined.filter(removed)
                .with_columns(reason=pl.col("kind") + "_duplicate")
                .drop("row", "removed", "near_group"))
