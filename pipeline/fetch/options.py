@@ -263,6 +263,7 @@ class FilesSource(_SourceBase, _RecordFields, _FilesFields):
     record goes to rejected/<output>/ with file, line and reason (`--strict` fails instead).
 
     Example: pipeline fetch files --glob 'data/*.jsonl.gz' --text-field body --output docs
+
     Example: pipeline fetch files --glob gsm8k.jsonl --kind instruction --output docs
     """
 
