@@ -508,7 +508,7 @@ def _read_records(task: FilesTask, roller: ShardRoller, rejects: ShardRoller) ->
         frame = frame.with_columns(pl.lit(fetched_at).cast(FETCHED_AT).alias("fetched_at"))
         for reason, n in frame.group_by(_generalised(pl.col("reason"))).len().iter_rows():
             counts[f"dropped:{reason}"] = counts.get(f"dropped:{reason}", 0) + n
-        rejects.add_frame(frame.select(list(REJECTED_SCHEMA)).cast(REJECTED_SCHEMA))
+        rejects.add_frame(frame.select(list(REJECTED_SCHEMA)).cast(REJECTED_SCHEMA), cut=True)
 
     try:
         for batch in record_batches(path, task.fmt):
@@ -525,7 +525,7 @@ def _read_records(task: FilesTask, roller: ShardRoller, rejects: ShardRoller) ->
             counts["records"] += batch.frame.height
             if options.record_kind == "text":
                 docs = records_to_docs(batch.frame, options, task.source, key_prefix, offset, fetched_at)
-                roller.add_frame(with_record_columns(docs) if task.record_columns else docs)
+                roller.add_frame(with_record_columns(docs) if task.record_columns else docs, cut=True)
                 continue
             docs = records_to_kind(batch.frame, options, options.record_kind, options.record_format,
                                    task.source, key_prefix, offset, fetched_at)
@@ -541,7 +541,7 @@ def _read_records(task: FilesTask, roller: ShardRoller, rejects: ShardRoller) ->
                 bad = docs.filter(mask)
                 reject(bad["id"], lines.tolist(), bad["reason"], records)
                 docs = docs.filter(~mask)
-            roller.add_frame(docs.drop("reason"))
+            roller.add_frame(docs.drop("reason"), cut=True)
     except pl.exceptions.PolarsError as error:
         raise FilesError(f"{path}: cannot read as {task.fmt}: {error}") from None
     except (RecordError, RecordFormatError) as error:

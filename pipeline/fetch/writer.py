@@ -79,12 +79,18 @@ class ShardRoller:
         self.buffered_bytes += 256 + len(row.get("body") or b"") + len(row.get("headers") or "")
         return self.flush() if self.buffered_bytes >= self.shard_bytes else []
 
-    def add_frame(self, frame: pl.DataFrame) -> list[ShardInfo]:
-        """Buffer a frame's rows; a frame larger than the room left is cut, so every shard holds
-        about `shard_bytes` (by the rows' string and binary bytes) whatever the batch size."""
+    def add_frame(self, frame: pl.DataFrame, cut: bool = False) -> list[ShardInfo]:
+        """Buffer a frame's rows; flush when `shard_bytes` are buffered. With `cut`, a frame
+        larger than the room left is cut, so every shard holds about `shard_bytes` (by the rows'
+        string and binary bytes) whatever the batch size; without it a frame stays whole in one
+        shard (the API source checkpoints after whole pages)."""
         written: list[ShardInfo] = []
         if not frame.height:
             return written
+        if not cut:
+            self._frames.append(frame)
+            self.buffered_bytes += frame.estimated_size()
+            return self.flush() if self.buffered_bytes >= self.shard_bytes else []
         ends = np.cumsum(row_bytes(frame))
         start, consumed = 0, 0
         while start < frame.height:
