@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +39,11 @@ from pipeline.dataset import (
     write_shard,
 )
 from pipeline.engine import Engine
+
+try:  # TODO(trust2): pipeline.errors lands with the stage-shape work; drop the fallback then
+    from pipeline.errors import EmptyResultError
+except ImportError:  # pragma: no cover
+    EmptyResultError = DatasetError
 from pipeline.schema import rejected_folder
 from pipeline.split import export, passes, quotas
 from pipeline.split.export import EXPORT_MANIFEST, verify  # noqa: F401 - public helpers
@@ -94,10 +99,21 @@ class Options(StageOptions):
     jsonl: bool = False
     """Also write every shard as JSON Lines (part-00000.jsonl beside part-00000.parquet)."""
     encrypt_key_file: Path | None = None
-    """Encrypt the Parquet shards (Parquet modular encryption, AES-GCM) with the master keys in
-    this JSON file {"footer": base64, "columns": base64}; it must be chmod 600."""
-    private: bool = True
-    """Make the split folders 0700 and shard files 0600, so other users cannot read the data."""
+    """Encrypt every copy of the rows the split writes (the shards, the undersampled rows in
+    rejected/, the temporary pieces) with Parquet modular encryption (AES-GCM) under the master
+    keys in this JSON file {"footer": base64, "columns": base64}; it must be chmod 600. Checked
+    when the job loads. File permissions follow the job's policy (`[job] private`, docs/trust.md)."""
+    keep_split: str | None = None
+    """Keep the split the source came with instead of assigning one: the column holding it (or
+    `meta.KEY`, a key of the JSON `meta` column). Its values map to train/val/test by
+    --split-map; rows with any other value go to rejected/ with the value as the reason.
+    Cannot be combined with stratify, group, time_col or balance; ratios are not used."""
+    split_map: str = "train=train,training=train,val=val,valid=val,validation=val,dev=val,test=test,testing=test"
+    """With --keep-split: VALUE=SPLIT pairs, comma-separated (a job file may give a table), e.g.
+    "train=train,heldout=test"; SPLIT is train, val or test."""
+    empty_split: Literal["warn", "fail"] = "warn"
+    """A split left with 0 rows although its ratio is above 0 (or, with --keep-split, a value
+    maps to it): warn on stderr and in the manifest, or fail the stage."""
 
     @field_validator("ratios", mode="before")
     @classmethod
@@ -135,6 +151,32 @@ class Options(StageOptions):
                 raise ValueError(f"target: need shares >= 0 with a positive sum, got {value!r}")
         return value
 
+    @field_validator("split_map", mode="before")
+    @classmethod
+    def _split_map_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return ",".join(f"{k}={v}" for k, v in value.items())
+        return value
+
+    @field_validator("split_map")
+    @classmethod
+    def _split_map_valid(cls, value: str) -> str:
+        for item in value.split(","):
+            name, sep, target = item.rpartition("=")
+            if item.strip() and (not sep or not name.strip() or target.strip() not in quotas.SPLITS):
+                raise ValueError(f"split_map: expected VALUE=train|val|test pairs, got {item!r}")
+        return value
+
+    @field_validator("encrypt_key_file")
+    @classmethod
+    def _key_file_valid(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:  # before any work: a bad key file found at split time wastes every stage before
+                export.load_keys(value)
+            except (OSError, ValueError) as error:
+                raise ValueError(str(error)) from None
+        return value
+
     @field_validator("shard_rows")
     @classmethod
     def _shard_rows_valid(cls, value: int) -> int:
@@ -155,6 +197,12 @@ class Options(StageOptions):
             raise ValueError("target and max_per_class apply only with balance='target'")
         if self.max_per_class is not None and self.max_per_class < 0:
             raise ValueError("max_per_class: must be >= 0")
+        if self.keep_split is not None:
+            clashing = [k for k in ("stratify", "group", "time_col") if getattr(self, k) is not None]
+            clashing += ["balance"] if self.balance != "none" else []
+            if clashing:
+                raise ValueError(f"keep_split cannot be combined with {', '.join(clashing)}: the source's "
+                                 "own split is kept as it is")
         if self.jsonl and self.encrypt_key_file is not None:
             raise ValueError("jsonl cannot be combined with encrypt_key_file (JSON Lines would be plaintext)")
         return self
@@ -164,6 +212,12 @@ class Options(StageOptions):
 
     def target_shares(self) -> dict[str, float] | None:
         return _parse_pairs(self.target, "target") if self.target else None
+
+    def given_split(self) -> passes.GivenSplit | None:
+        if self.keep_split is None:
+            return None
+        pairs = [item.rpartition("=") for item in self.split_map.split(",") if item.strip()]
+        return passes.GivenSplit(self.keep_split, tuple((k.strip(), v.strip()) for k, _, v in pairs))
 
 
 # -- driver helpers --------------------------------------------------------------------------
@@ -273,48 +327,12 @@ def _finished(output: StageOutput) -> dict[str, Any] | None:
     return exported
 
 
-# -- the stage -------------------------------------------------------------------------------
-def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
-    """Split, re-balance train, export shards and manifests. See docs/stages/split.md for the design."""
-    started = time.perf_counter()
-    output = Path(output)
-    rejected = rejected_folder(output)
-    out = StageOutput(STAGE, options.fingerprint_dict(), inputs, {"main": output, "rejected": rejected},
-                      fresh=fresh)
-    if options.private:
-        os.chmod(output, export.DIR_MODE)
-        os.chmod(rejected, export.DIR_MODE)
-    if options.encrypt_key_file is not None:
-        export.load_keys(options.encrypt_key_file)  # fail before any work on a bad key file
+def _assign_and_write(engine: Engine, options: Options, shards: list[Path], spec: passes.KeySpec,
+                      work: Path, rejected: Path, labels: list[str], shard_tasks: list[passes.ShardTask],
+                      rows_in: int) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
+    """Steps 1-5: quotas and thresholds in the seeded order, then every input shard into pieces.
 
-    previous = _finished(out)
-    if previous is not None:
-        return StageResult(stage=STAGE, rows_in=previous["rows_in"], rows_out=previous["rows_out"],
-                           dropped=previous["dropped"], seconds=round(time.perf_counter() - started, 3),
-                           outputs={k: str(v) for k, v in out.outputs.items()},
-                           skipped_tasks=sum(f["format"] == "parquet" for f in previous["files"]),
-                           details=previous["summary"])
-
-    shards = [shard for _, shard in input_shards(inputs)]
-    rows_in = count_rows(shards)
-    work = output / "_work"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    first_schema = pl.scan_parquet(str(shards[0])).collect_schema()
-    for key in ("id_col", "stratify", "group", "time_col"):
-        column = getattr(options, key)
-        if column is not None and column not in first_schema:
-            raise DatasetError(f"split: {key} = {column!r} is not a column of {shards[0]} "
-                               f"(columns: {', '.join(first_schema.names())})")
-    class_col = options.stratify
-    if class_col is None:
-        class_col = "label" if "label" in first_schema else None
-    spec = passes.KeySpec(seed=options.seed, id_col=options.id_col, group_col=options.group,
-                          stratify_col=options.stratify, class_col=class_col, time_col=options.time_col)
-    shard_tasks = [passes.ShardTask(p, i, spec, work) for i, p in enumerate(shards)]
-    labels = [str(p) for p in shards]
-
+    Returns what each write task wrote, train rows per class before and after re-balancing."""
     # 1. time bins (time splits only): per-shard quantiles merged on the driver
     if options.time_col:
         summaries = engine.map(passes.time_summary, shard_tasks, labels=labels, desc="split:time")
@@ -401,9 +419,73 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     balance = None
     if greedy and options.balance != "none":
         balance = _group_balance(engine, shards, spec, work, desired, labels)
-    write_tasks = [passes.WriteTask(p, i, spec, work, None if options.group else thresholds, rejected, balance)
-                   for i, p in enumerate(shards)]
+    write_tasks = [passes.WriteTask(p, i, spec, work, None if options.group else thresholds, rejected, balance,
+                                    key_file=options.encrypt_key_file) for i, p in enumerate(shards)]
     written = engine.map(passes.write_pieces, write_tasks, labels=labels, desc="split:write")
+    return written, train_rows, desired
+
+
+# -- the stage -------------------------------------------------------------------------------
+def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
+    """Split, re-balance train, export shards and manifests. See docs/stages/split.md for the design."""
+    try:
+        return _run(inputs, Path(output), options, engine, fresh)
+    except BaseException:
+        # the pieces are copies of the rows and a re-run starts them over: never leave them behind
+        shutil.rmtree(Path(output) / "_work", ignore_errors=True)
+        raise
+
+
+def _run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool) -> StageResult:
+    started = time.perf_counter()
+    output = Path(output)
+    rejected = rejected_folder(output)
+    out = StageOutput(STAGE, options.fingerprint_dict(), inputs, {"main": output, "rejected": rejected},
+                      fresh=fresh)
+
+    previous = _finished(out)
+    if previous is not None:
+        return StageResult(stage=STAGE, rows_in=previous["rows_in"], rows_out=previous["rows_out"],
+                           dropped=previous["dropped"], seconds=round(time.perf_counter() - started, 3),
+                           outputs={k: str(v) for k, v in out.outputs.items()},
+                           skipped_tasks=sum(f["format"] == "parquet" for f in previous["files"]),
+                           details=previous["summary"])
+
+    shards = [shard for _, shard in input_shards(inputs)]
+    rows_in = count_rows(shards)
+    work = output / "_work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    first_schema = pl.scan_parquet(str(shards[0])).collect_schema()
+    for key in ("id_col", "stratify", "group", "time_col"):
+        column = getattr(options, key)
+        if column is not None and column not in first_schema:
+            raise DatasetError(f"split: {key} = {column!r} is not a column of {shards[0]} "
+                               f"(columns: {', '.join(first_schema.names())})")
+    class_col = options.stratify
+    if class_col is None:
+        class_col = "label" if "label" in first_schema else None
+    spec = passes.KeySpec(seed=options.seed, id_col=options.id_col, group_col=options.group,
+                          stratify_col=options.stratify, class_col=class_col, time_col=options.time_col)
+    shard_tasks = [passes.ShardTask(p, i, spec, work) for i, p in enumerate(shards)]
+    labels = [str(p) for p in shards]
+
+    ratios = options.ratio_values()
+    given = options.given_split()
+    if given is not None:  # the source's own split: no quotas, every row keeps its split
+        try:
+            given.expr(first_schema)
+        except ValueError as error:
+            raise DatasetError(f"split: {error} (in {shards[0]})") from None
+        write_tasks = [passes.WriteTask(p, i, spec, work, None, rejected, key_file=options.encrypt_key_file,
+                                        given=given) for i, p in enumerate(shards)]
+        written = engine.map(passes.write_pieces, write_tasks, labels=labels, desc="split:write")
+        train_rows: dict[str, int] = {}
+        desired: dict[str, int] = {}
+    else:
+        written, train_rows, desired = _assign_and_write(engine, options, shards, spec, work, rejected,
+                                                         labels, shard_tasks, rows_in)
 
     # 6. export: shards of exactly shard_rows rows per split
     pack_tasks = []
@@ -412,14 +494,10 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
                       for i, w in enumerate(written)]
         for j, slices in enumerate(export.pack_plan(piece_rows, options.shard_rows)):
             pack_tasks.append(export.PackTask(split, f"{split}/part-{j:05d}.parquet", slices, out,
-                                              options.jsonl, options.encrypt_key_file, options.private))
+                                              options.jsonl, options.encrypt_key_file))
     todo_keys, done = out.pending(t.relpath for t in pack_tasks)
     todo = [t for t in pack_tasks if t.relpath in set(todo_keys)]
     records = done + engine.map(export.pack_shard, todo, labels=[t.relpath for t in todo], desc="split:export")
-    if options.private:
-        for split in quotas.SPLITS:
-            if (output / split).is_dir():
-                os.chmod(output / split, export.DIR_MODE)
     rejected_shards = [ShardInfo(**w["rejected"]) for w in written if w["rejected"]]
     rejected_records = [TaskRecord(task="rejected", fingerprint=out.fingerprint,
                                    outputs={"rejected": rejected_shards})] if rejected_shards else []
@@ -427,8 +505,11 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     # 7. manifests
     assigned = _counts_table([r for w in written for r in w["assigned"]])
     final = _counts_table([r for w in written for r in w["final"]], with_oversampled=True)
-    quota_report, worst = _quota_report(assigned, ratios)
-    undersampled = sum(w["rejected"]["rows"] for w in written if w["rejected"])
+    quota_report, worst = _quota_report(assigned, ratios) if given is None else ({}, 0.0)
+    dropped: dict[str, int] = {}
+    for w in written:
+        for reason, n in w["dropped"].items():
+            dropped[reason] = dropped.get(reason, 0) + n
     rows_out = sum(e["rows"] for e in final.values())
     files = []
     for record in sorted(records, key=lambda r: r.task):
@@ -441,9 +522,21 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
             j = record.extra["jsonl"]
             files.append({"split": split, "format": "jsonl", "path": j["path"], "rows": j["rows"],
                           "bytes": j["bytes"], "sha256": j["sha256"], "encrypted": False})
+    # a split with rows expected and none got: with --keep-split val may be empty (many sources
+    # ship only train and test), otherwise every split whose share is above 0
+    expected = ["train", "test"] if given is not None else [s for s, r in zip(quotas.SPLITS, ratios, strict=True) if r > 0]
+    empty = [s for s in expected if final[s]["rows"] == 0]
+    if empty:
+        message = (f"split: {', '.join(empty)} got 0 rows of {rows_in} (ratios {options.ratios}"
+                   f"{', keep_split ' + options.keep_split if given is not None else ''})")
+        if options.empty_split == "fail":
+            raise EmptyResultError(message + "; set empty_split = \"warn\" to accept it")
+        print(f"warning: {message}", file=sys.stderr)
     summary = {
-        "mode": ("time" if options.time_col else "group" if options.group else
+        "mode": ("given" if given is not None else "time" if options.time_col else "group" if options.group else
                  "stratified" if options.stratify else "random"),
+        "empty_splits": empty,
+        "encrypted": options.encrypt_key_file is not None,
         "rows": {s: final[s]["rows"] for s in quotas.SPLITS},
         "oversampled": sum(e["oversampled"] for e in final.values()),
         "max_quota_deviation": worst,
@@ -458,7 +551,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
         "class_column": class_col,
         "rows_in": rows_in,
         "rows_out": rows_out,
-        "dropped": {"undersampled": undersampled} if undersampled else {},
+        "dropped": dict(sorted(dropped.items())),
         "counts": final,
         "assigned": assigned,
         "quotas": quota_report,
@@ -468,9 +561,6 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     }
     write_json_atomic(output / EXPORT_MANIFEST, exported)
     out.finalize(records + rejected_records, extra={"export_manifest": EXPORT_MANIFEST, **summary})
-    if options.private:
-        for path in (output / EXPORT_MANIFEST, output / MANIFEST):
-            os.chmod(path, export.FILE_MODE)
     shutil.rmtree(work)
     return StageResult(stage=STAGE, rows_in=rows_in, rows_out=rows_out, dropped=exported["dropped"],
                        seconds=round(time.perf_counter() - started, 3),

@@ -20,10 +20,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.dataset import ShardInfo, StageOutput, TaskRecord, file_sha256, write_shard
+from pipeline.dataset import (
+    ShardInfo,
+    StageOutput,
+    TaskRecord,
+    file_sha256,
+    write_failure,
+    write_shard,
+)
 
 EXPORT_MANIFEST = "manifest.json"
-FILE_MODE, DIR_MODE = 0o600, 0o700
 
 
 # -- encryption ------------------------------------------------------------------------------
@@ -97,6 +103,8 @@ def write_encrypted(frame: pl.DataFrame, root: Path, relpath: str, key_file: Pat
         pq.write_table(table, tmp, compression="zstd", encryption_properties=properties)
         info = ShardInfo(relpath, table.num_rows, tmp.stat().st_size, file_sha256(tmp))
         os.replace(tmp, target)
+    except (OSError, pa.ArrowException) as error:
+        raise write_failure(target, error) from None
     finally:
         tmp.unlink(missing_ok=True)
     return info
@@ -118,7 +126,6 @@ class PackTask:
     output: StageOutput
     jsonl: bool
     key_file: Path | None
-    private: bool
 
 
 def write_jsonl(frame: pl.DataFrame, root: Path, relpath: str) -> ShardInfo:
@@ -128,6 +135,8 @@ def write_jsonl(frame: pl.DataFrame, root: Path, relpath: str) -> ShardInfo:
         frame.write_ndjson(tmp)
         info = ShardInfo(relpath, frame.height, tmp.stat().st_size, file_sha256(tmp))
         os.replace(tmp, target)
+    except (OSError, pl.exceptions.PolarsError) as error:
+        raise write_failure(target, error) from None
     finally:
         tmp.unlink(missing_ok=True)
     return info
@@ -135,7 +144,11 @@ def write_jsonl(frame: pl.DataFrame, root: Path, relpath: str) -> ShardInfo:
 
 def pack_shard(task: PackTask) -> TaskRecord:
     """Build one output shard from its piece slices; write Parquet (+ JSONL); commit."""
-    parts = [pl.scan_parquet(path).slice(offset, rows) for path, offset, rows in task.pieces]
+    if task.key_file is None:
+        parts = [pl.scan_parquet(path).slice(offset, rows) for path, offset, rows in task.pieces]
+    else:  # the pieces are encrypted like the shards (a kill must not leave plaintext behind)
+        parts = [pl.from_arrow(read_encrypted(Path(path), task.key_file).slice(offset, rows)).lazy()
+                 for path, offset, rows in task.pieces]
     frame = pl.concat(parts, how="diagonal_relaxed").collect()
     frame = frame.sort("_ord", maintain_order=True).drop("_ord")
     root = task.output.outputs["main"]
@@ -144,14 +157,9 @@ def pack_shard(task: PackTask) -> TaskRecord:
     else:
         info = write_shard(frame, root, task.relpath)
     extra: dict[str, Any] = {}
-    written = [root / info.path]
     if task.jsonl:
         jinfo = write_jsonl(frame, root, task.relpath.removesuffix(".parquet") + ".jsonl")
         extra["jsonl"] = asdict(jinfo)
-        written.append(root / jinfo.path)
-    if task.private:
-        for path in written:
-            os.chmod(path, FILE_MODE)
     record = TaskRecord(task=task.relpath, fingerprint="", outputs={"main": [info]},
                         counts={"rows_out": info.rows}, extra=extra)
     return task.output.commit(record)

@@ -406,6 +406,42 @@ class WriteTask:
     thresholds: pl.DataFrame | None  # row mode; None in group mode (assign files instead)
     rejected: Path
     balance: pl.DataFrame | None = None  # group mode: train thresholds in the row order
+    key_file: Path | None = None  # encrypt every copy of the rows: pieces and rejected rows too
+    given: GivenSplit | None = None  # keep the input's own split instead of assigning one
+
+
+@dataclass(frozen=True)
+class GivenSplit:
+    """The input's own split: a column (or `COL.key` inside a JSON column such as `meta`) and
+    the split each of its values maps to; rows with another value are rejected."""
+
+    column: str
+    mapping: tuple[tuple[str, str], ...]
+
+    def expr(self, schema: pl.Schema) -> pl.Expr:
+        """The given split value of each row as a string (null when absent)."""
+        if self.column in schema:
+            return pl.col(self.column).cast(pl.String)
+        head, _, key = self.column.partition(".")
+        if key and head in schema and schema[head] == pl.String:
+            return pl.col(head).str.json_path_match(f"$.{key}")
+        if key and head in schema and isinstance(schema[head], pl.Struct):
+            return pl.col(head).struct.field(key).cast(pl.String)
+        raise ValueError(f"keep_split: column {self.column!r} is not in the input "
+                         f"(columns: {', '.join(schema.names())}; `meta.KEY` reads a key of the JSON `meta`)")
+
+    def split_expr(self, schema: pl.Schema) -> pl.Expr:
+        """train/val/test for mapped values, null for any other value (rejected)."""
+        return self.expr(schema).replace_strict(dict(self.mapping), default=None, return_dtype=pl.String)
+
+
+def write_piece(frame: pl.DataFrame, root: Path, relpath: str, key_file: Path | None) -> dict[str, Any]:
+    """One piece or rejected shard, encrypted when the split is (see export.write_encrypted)."""
+    if key_file is None:
+        return write_shard(frame, root, relpath).__dict__
+    from pipeline.split.export import write_encrypted
+
+    return write_encrypted(frame, root, relpath, key_file).__dict__
 
 
 def write_pieces(task: WriteTask) -> dict[str, Any]:
@@ -420,7 +456,14 @@ def write_pieces(task: WriteTask) -> dict[str, Any]:
     source = source.drop([c for c in ("split", "oversampled") if c in names])
     original = [c for c in names if c not in ("split", "oversampled")]
     keys = row_keys(source, task.spec, task.index)
-    if task.thresholds is not None:
+    unmapped = None
+    if task.given is not None:
+        given = task.given.split_expr(source.collect_schema())
+        rows = keys.with_columns(split=given, _given=task.given.expr(source.collect_schema()),
+                                 _copies=pl.lit(1, pl.Int64)).collect()
+        unmapped = rows.filter(pl.col("split").is_null())
+        rows = rows.filter(pl.col("split").is_not_null()).drop("_given").lazy()
+    elif task.thresholds is not None:
         rows = assign(keys, task.thresholds)
     else:
         rows = assigned_rows(keys, task.work, task.index)
@@ -431,11 +474,13 @@ def write_pieces(task: WriteTask) -> dict[str, Any]:
         raise RuntimeError(f"{rows['split'].null_count()} rows of {task.path} got no split (internal error)")
     assigned = rows.group_by("split", "_class").len().sort("split", "_class").rows()
 
-    dropped = rows.filter(pl.col("_copies") == 0)
+    dropped = rows.filter(pl.col("_copies") == 0).select(*original, "split", reason=pl.lit("undersampled"))
+    if unmapped is not None and unmapped.height:
+        reason = pl.format("split value {} not in split_map", pl.col("_given").fill_null("null"))
+        dropped = pl.concat([dropped, unmapped.select(*original, "split", reason=reason)])
     rejected_info = None
     if dropped.height:
-        out = dropped.select(*original, "split", reason=pl.lit("undersampled"))
-        rejected_info = write_shard(out, task.rejected, f"part-{task.index:06d}.parquet").__dict__
+        rejected_info = write_piece(dropped, task.rejected, f"part-{task.index:06d}.parquet", task.key_file)
     kept = rows.filter(pl.col("_copies") > 0)
     if kept.height and kept["_copies"].max() > 1:
         kept = kept.with_columns(_rep=pl.int_ranges(0, pl.col("_copies"))).explode("_rep")
@@ -452,6 +497,8 @@ def write_pieces(task: WriteTask) -> dict[str, Any]:
     pieces = {}
     for split in SEGMENT_SPLIT[1:]:
         part = kept.filter(pl.col("split") == split).select(*original, "split", "oversampled", "_ord")
-        write_shard(part, task.work, f"pieces/{split}/s={task.index:06d}.parquet")
+        write_piece(part, task.work, f"pieces/{split}/s={task.index:06d}.parquet", task.key_file)
         pieces[split] = part.height
-    return {"pieces": pieces, "assigned": assigned, "final": final, "rejected": rejected_info}
+    reasons = dict(dropped.group_by("reason").len().sort("reason").rows()) if dropped.height else {}
+    return {"pieces": pieces, "assigned": assigned, "final": final, "rejected": rejected_info,
+            "dropped": reasons}

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -241,26 +242,70 @@ def test_rerun_with_same_options_skips_work_and_new_options_redo_it(sms_docs, tm
     assert json.loads((out / MANIFEST).read_text())["options"]["ratios"] == "0.5,0.25,0.25"
 
 
-def test_private_files_and_encrypted_shards(sms_docs, tmp_path, local_engine):
+def test_encryption_covers_shards_and_undersampled_rows_and_files_follow_the_umask(sms_docs, tmp_path,
+                                                                                  local_engine):
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"footer": base64.b64encode(os.urandom(32)).decode(),
                                 "columns": base64.b64encode(os.urandom(16)).decode()}))
     os.chmod(keys, 0o644)
-    with pytest.raises(PermissionError, match="chmod 600"):
-        run_split(sms_docs, tmp_path / "splits", local_engine, stratify="label", encrypt_key_file=keys)
+    with pytest.raises(ValueError, match="(?s)encrypt_key_file.*chmod 600"):
+        split.Options(stratify="label", encrypt_key_file=keys)  # refused when the options load
     os.chmod(keys, 0o600)
     out = tmp_path / "enc"
-    run_split(sms_docs, out, local_engine, stratify="label", encrypt_key_file=keys)
+    previous = os.umask(0o022)
+    try:
+        result = run_split(sms_docs, out, local_engine, stratify="label", balance="undersample",
+                           encrypt_key_file=keys)
+    finally:
+        os.umask(previous)
+    assert result.dropped == {"undersampled": 3862 - 598}
     shard = out / "val" / "part-00000.parquet"
-    assert stat.S_IMODE(out.stat().st_mode) == 0o700
-    assert stat.S_IMODE((out / "val").stat().st_mode) == 0o700
-    assert stat.S_IMODE(shard.stat().st_mode) == 0o600
+    # one permission policy: the umask (a trainer running as another user can read the splits)
+    assert stat.S_IMODE(shard.stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "val").stat().st_mode) == 0o755
     with pytest.raises(Exception, match="(?i)encrypt|decrypt"):
         pl.read_parquet(shard)
     table = read_encrypted(shard, keys)
     assert table.num_rows == 558 and set(table.column("split").to_pylist()) == {"val"}
     assert split.verify(out) == []
     assert exported(out)["files"][0]["encrypted"] is True
+    # the undersampled rows are the same texts: encrypted as well, and the manifests say so
+    rejected = sorted(rejected_folder(out).glob("*.parquet"))
+    assert rejected
+    for path in rejected:
+        with pytest.raises(Exception, match="(?i)encrypt|decrypt"):
+            pl.read_parquet(path)
+    assert sum(read_encrypted(p, keys).num_rows for p in rejected) == 3862 - 598
+    assert json.loads((rejected_folder(out) / MANIFEST).read_text())["extra"]["encrypted"] is True
+    assert not (out / "_work").exists()
+
+
+def test_encrypted_pieces_are_never_plaintext_and_a_failed_split_leaves_none(sms_docs, tmp_path, local_engine):
+    from pipeline.split import passes
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"footer": base64.b64encode(os.urandom(16)).decode(),
+                                "columns": base64.b64encode(os.urandom(16)).decode()}))
+    os.chmod(keys, 0o600)
+    shard = Dataset(sms_docs).require_shards()[0]
+    spec = passes.KeySpec(seed=1, class_col="label")
+    given = passes.GivenSplit("label", (("ham", "train"), ("spam", "test")))
+    task = passes.WriteTask(shard, 0, spec, tmp_path / "work", None, tmp_path / "rejected", key_file=keys,
+                            given=given)
+    written = passes.write_pieces(task)
+    labels = pl.read_parquet(shard)["label"]
+    assert written["pieces"] == {"train": (labels == "ham").sum(), "val": 0, "test": (labels == "spam").sum()}
+    assert written["pieces"]["train"] > 0 and written["pieces"]["test"] > 0
+    pieces = [p for p in (tmp_path / "work" / "pieces").rglob("*.parquet") if pq.read_metadata(p).num_rows]
+    assert len(pieces) == 2
+    for piece in pieces:  # (an empty piece holds no text; its plaintext footer reads as 0 rows)
+        with pytest.raises(Exception, match="(?i)encrypt|decrypt"):
+            pl.read_parquet(piece)
+    # a split that fails after writing its pieces removes them (a kill -9 cannot: see docs/trust.md)
+    out = tmp_path / "splits"
+    with pytest.raises(Exception, match="not_a_column"):
+        run_split(sms_docs, out, local_engine, keep_split="not_a_column", encrypt_key_file=keys)
+    assert not (out / "_work").exists()
 
 
 def test_cli_ratios_flag_and_validation_errors(sms_docs, tmp_path):
