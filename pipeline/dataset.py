@@ -7,13 +7,17 @@ leaves a half shard that looks whole, then records the shard's completion in
 ``_progress/<task>.json`` together with the run's fingerprint (stage, options, inputs). A re-run
 with the same fingerprint skips every task whose record and files still check out; a different
 fingerprint (or ``fresh=True``) clears the dataset first. When every task is done the run writes
-``_manifest.json``: schema, shards with rows and checksums, the stage, its options and inputs.
+``_manifest.json``: schema, shards with rows and checksums, the stage, its options and inputs,
+and last an empty ``_SUCCESS`` marker: a folder without it is incomplete (a stage failed or is
+still running) and readers must not take its shards for the whole dataset (docs/trust.md).
+Temporary files a kill or a full disk left behind (``.NAME.tmp-*``) are swept when a run starts.
 
 This module knows no stage.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,11 +35,44 @@ import pyarrow.parquet as pq
 
 MANIFEST = "_manifest.json"
 PROGRESS = "_progress"
+SUCCESS = "_SUCCESS"  # written last: the dataset is whole (the Hadoop/Spark convention)
 SHARD_GLOB = "**/*.parquet"
+TEMP_GLOB = ".*.tmp-*"  # every temporary name this module writes before its rename
 
 
 class DatasetError(Exception):
     """A dataset folder is missing, empty or inconsistent; the message names the path."""
+
+
+class OutputWriteError(DatasetError):
+    """Writing an output failed (a full disk, a read-only folder); the message names the output."""
+
+
+def write_failure(target: Path, error: BaseException) -> OutputWriteError:
+    """The error to raise when writing ``target`` failed: it names the output, not the input."""
+    text = str(error)
+    hint = ""
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text:
+        hint = "; the output's file system is full: free space there or choose another --output"
+    return OutputWriteError(f"cannot write output {target}: {text}{hint}")
+
+
+def sweep_temp_files(root: Path) -> int:
+    """Delete the temporary files a killed or failed run left under ``root``; return how many.
+
+    Only call it while holding the output's lock (pipeline.lock): a running writer's
+    temporary file looks the same.
+    """
+    removed = 0
+    if not Path(root).is_dir():
+        return 0
+    for path in sorted(Path(root).rglob(TEMP_GLOB), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -59,8 +96,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a file whole or not at all (a hidden temporary name, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise write_failure(path, error) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -94,6 +136,10 @@ def write_shard(frame: pl.DataFrame | pa.Table, root: Path, relpath: str) -> Sha
             rows = frame.num_rows
         info = ShardInfo(relpath, rows, tmp.stat().st_size, file_sha256(tmp))
         os.replace(tmp, target)
+    except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as error:
+        # Polars and Arrow report a full disk as their own errors; a caller that blames its
+        # input for a PolarsError must not see this one as such
+        raise write_failure(target, error) from None
     finally:
         tmp.unlink(missing_ok=True)
     return info
@@ -115,6 +161,10 @@ class Dataset:
     def exists(self) -> bool:
         return self.root.is_dir()
 
+    def complete(self) -> bool:
+        """True when the stage that writes this folder finished it (``_SUCCESS`` is there)."""
+        return (self.root / SUCCESS).is_file()
+
     def manifest(self) -> dict[str, Any] | None:
         if not self.manifest_path.exists():
             return None
@@ -127,6 +177,9 @@ class Dataset:
         manifest = self.manifest()
         if manifest is not None:
             return [self.root / s["path"] for s in manifest["shards"]]
+        if (self.root / PROGRESS).is_dir():
+            raise DatasetError(f"input dataset {self.root} is incomplete: the stage writing it did not "
+                               f"finish (no {MANIFEST}, no {SUCCESS}); re-run that stage to complete it")
         return sorted(p for p in self.root.glob(SHARD_GLOB) if not p.name.startswith("."))
 
     def require_shards(self) -> list[Path]:
@@ -270,8 +323,7 @@ class StageOutput:
                 (aside / rel).parent.mkdir(parents=True, exist_ok=True)
                 (main / rel).replace(aside / rel)
             for root in self.outputs.values():
-                if root.exists():
-                    shutil.rmtree(root)
+                clear_folder(root)
             for rel in kept:
                 (main / rel).parent.mkdir(parents=True, exist_ok=True)
                 (aside / rel).replace(main / rel)
@@ -279,6 +331,7 @@ class StageOutput:
                 shutil.rmtree(aside)
         for root in self.outputs.values():
             root.mkdir(parents=True, exist_ok=True)
+            sweep_temp_files(root)
         self.progress_dir.mkdir(parents=True, exist_ok=True)
 
     # -- worker side ---------------------------------------------------------------------
@@ -312,6 +365,9 @@ class StageOutput:
         for task in tasks:
             record = self.completed(task)
             (done if record else todo).append(record or task)
+        if todo:  # work to redo: the folders are not whole until finalize says so again
+            for root in self.outputs.values():
+                (root / SUCCESS).unlink(missing_ok=True)
         return todo, done
 
     def finalize(
@@ -351,7 +407,24 @@ class StageOutput:
             }
             write_json_atomic(root / MANIFEST, manifest)
             manifests[name] = manifest
+        for root in self.outputs.values():  # last: every output of the run is whole
+            write_bytes_atomic(root / SUCCESS, b"")
         return manifests
+
+
+def clear_folder(root: Path) -> None:
+    """Empty a stale output folder, keeping its lock file (pipeline.lock holds it open)."""
+    from pipeline.lock import LOCK_NAME
+
+    if not root.is_dir():
+        return
+    for child in root.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def sum_counts(records: Iterable[TaskRecord]) -> dict[str, int]:
