@@ -286,6 +286,10 @@ class Engine:
                         exc = future.exception()
                         if isinstance(exc, ShardError):
                             raise exc
+                        if type(exc).__name__ == "KilledWorker":
+                            raise ShardError(labels[index[future.key]], self.killed_advice(
+                                "the worker running it died every time it tried (killed by its nanny "
+                                "over the memory limit, most likely)")) from None
                         raise ShardError(labels[index[future.key]], repr(exc))
                     try:
                         results[index[future.key]] = future.result(timeout=self.fetch_timeout)
@@ -295,10 +299,10 @@ class Engine:
                         # that way every time would loop forever: stop instead
                         lost[future.key] = lost.get(future.key, 0) + 1
                         if lost[future.key] > self.retries:
-                            raise ShardError(labels[index[future.key]], (
+                            raise ShardError(labels[index[future.key]], self.killed_advice(
                                 f"its result could not be fetched in {lost[future.key]} tries of "
                                 f"{self.fetch_timeout:.0f} s: the worker holding it kept dying (over "
-                                "its memory limit?); raise memory_limit or use smaller shards")) from None
+                                "its memory limit, most likely)")) from None
                         pending.add(future)
                         continue
                     if bar is not None:
@@ -307,6 +311,20 @@ class Engine:
             self.client.cancel(list(pending))
             raise
         return results
+
+    def killed_advice(self, what: str) -> str:
+        """Why a shard's worker died, the memory it had and what to change (the shard is named
+        by the ShardError that carries this)."""
+        from dask.utils import format_bytes
+
+        if self.scheduler:
+            limit = "the memory limit its cluster's workers were started with"
+        else:
+            limit = format_bytes(self.memory_limit) if isinstance(self.memory_limit, int) else str(self.memory_limit)
+            limit = f"memory_limit={limit} per worker, {self.workers} workers"
+        return (f"{what}; {limit}. To finish it: raise the limit (--memory-limit, [engine] memory_limit), "
+                "or run fewer --workers so each gets a larger share, or cut the input into smaller shards "
+                "(fetch's shard_mb) so one task holds less; finished shards are kept, re-run to resume")
 
     def _why_stuck(self) -> tuple[str, str] | None:
         """(what, advice) when no worker can run a task now (none alive, all paused), or None."""

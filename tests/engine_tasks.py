@@ -15,6 +15,14 @@ def big_result(megabytes: int):
     return np.ones(megabytes * 2**20, dtype=np.uint8)
 
 
+def allocate(megabytes: int) -> int:
+    """Touch more memory than a small worker may hold while computing (its nanny kills it)."""
+    import numpy as np
+
+    block = np.ones(megabytes * 2**20, dtype=np.uint8)
+    return int(block[::4096].sum())
+
+
 HELD: list = []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from engine_tasks import big_result, hold_memory, square_or_fail
+from engine_tasks import allocate, big_result, hold_memory, square_or_fail
 
 from pipeline.engine import Engine, ShardError
 
@@ -44,6 +44,24 @@ def test_a_worker_that_dies_over_its_memory_limit_fails_the_map_instead_of_hangi
         with pytest.raises(ShardError) as info:
             engine.map(big_result, [400], labels=["huge.parquet"])
     assert info.value.label == "huge.parquet"
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_over_its_memory_limit_names_the_shard_the_limit_and_what_to_change():
+    """A real 300 MiB worker asked to hold 600 MiB: its nanny kills it, and the error is not a
+    bare KilledWorker(...) but names the shard, the limit and the three ways out."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # one death is enough here
+        with Engine(workers=1, memory_limit="300MiB", retries=0, progress=False) as engine:
+            with pytest.raises(ShardError) as info:
+                engine.map(allocate, [600], labels=["docs/part-00007.parquet"], desc="clean")
+    message = str(info.value)
+    assert info.value.label == "docs/part-00007.parquet"
+    assert message.startswith("shard docs/part-00007.parquet failed")
+    assert "KilledWorker" not in message
+    assert "memory_limit=300.00 MiB per worker, 1 workers" in message
+    assert "--memory-limit" in message and "fewer --workers" in message and "smaller shards" in message
 
 
 @pytest.mark.timeout(300)
