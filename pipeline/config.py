@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from pipeline.stage import Options
 from pipeline.stages import ORDER, STAGES
@@ -60,6 +60,21 @@ class EngineOptions(Options):
     recycle_fraction: float = Field(0.7, ge=0, le=1)
     """Before each pass, restart the idle local workers holding more than this share of their
     memory limit (libraries and allocator caches a process never gives back); 0: never."""
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_valid(cls, value: int | None) -> int | None:
+        from pipeline.engine import check_workers
+
+        return check_workers(value)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit_valid(cls, value: str) -> str:
+        from pipeline.engine import parse_memory
+
+        parse_memory(value)
+        return value
 
 
 class DemoSiteOptions(Options):

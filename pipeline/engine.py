@@ -47,15 +47,40 @@ def _call_labelled(fn: Callable[[Any], Any], item: Any, label: str) -> Any:
         raise ShardError(label, detail.strip()) from None
 
 
-def parse_memory(value: str | int | None) -> int | str | None:
-    """'4GiB', '512MB', 2**30, 'auto' or None → what dask's memory_limit accepts."""
+MIN_MEMORY = 128 * 2**20  # below this a worker cannot even import Polars
+MAX_WORKERS_PER_CORE = 4  # more is a typo or a misunderstanding, not a faster job
+
+
+def parse_memory(value: str | int | None) -> int | str:
+    """'4GiB', '512MB', 2**30, 'auto' or None → what dask's memory_limit accepts.
+
+    Anything else is a ValueError saying what was found and what is allowed.
+    """
     if value is None or value == "auto":
         return "auto"
-    if isinstance(value, int):
-        return value
     from dask.utils import parse_bytes
 
-    return parse_bytes(value)
+    try:
+        size = value if isinstance(value, int) else parse_bytes(str(value))
+    except (ValueError, TypeError):
+        raise ValueError(f"memory_limit: {value!r} is not a size; use e.g. \"4GiB\", \"512MiB\" or \"auto\"") from None
+    if size < MIN_MEMORY:
+        raise ValueError(f"memory_limit: {value!r} is below 128 MiB, too little for a worker to start")
+    return size
+
+
+def check_workers(workers: int | None) -> int | None:
+    """Worker processes: None (one per core), 0 (in-process) up to 4 per core; else a ValueError."""
+    if workers is None:
+        return None
+    cores = os.cpu_count() or 1
+    if workers < 0:
+        raise ValueError(f"workers: {workers} is negative; use 0 (in-process) or 1 to {MAX_WORKERS_PER_CORE * cores}")
+    if workers > MAX_WORKERS_PER_CORE * cores:
+        raise ValueError(f"workers: {workers} on {cores} cores is more than {MAX_WORKERS_PER_CORE} per core; each "
+                         "worker is a process with its own share of the memory, so more only adds overhead "
+                         f"(use at most {MAX_WORKERS_PER_CORE * cores}, or a scheduler for a bigger cluster)")
+    return workers
 
 
 class Engine:
@@ -79,6 +104,8 @@ class Engine:
         fetch_timeout: float = 60.0,
         recycle_fraction: float | None = 0.7,  # 0 or None: never (see recycle)
     ):
+        if scheduler is None:  # an external cluster's own workers and memory are not ours to check
+            check_workers(workers)
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.memory_limit = parse_memory(memory_limit)
         self.scheduler = scheduler or None

@@ -69,3 +69,30 @@ def test_cli_fails_fast_with_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "dedup.threshold" in done.stderr and "'high'" in done.stderr
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ('[engine]\nmemory_limit = "lots"\n', "key `engine.memory_limit`: Value error, memory_limit: 'lots' is not a size"),
+    ("[engine]\nworkers = -1\n", "key `engine.workers`: Value error, workers: -1 is negative"),
+    ("[engine]\nworkers = 100000\n", "key `engine.workers`: Value error, workers: 100000 on"),
+    ("[clean]\nmin_words = 500\nmax_words = 100\n", "min_words (500) is greater than max_words (100)"),
+])
+def test_job_load_refuses_settings_that_would_fail_or_waste_the_run_later(tmp_path, section, expected):
+    path = write(tmp_path, f'[job]\ninput = "."\n{section}[dedup]\n')
+    with pytest.raises(ConfigError) as info:
+        Job.load(path)
+    assert expected in str(info.value)
+
+
+def test_a_bad_or_unreadable_key_file_is_found_when_the_job_loads(tmp_path):
+    keys = tmp_path / "keys.json"
+    path = write(tmp_path, f'[job]\ninput = "."\n[clean]\n[split]\nencrypt_key_file = "{keys}"\n')
+    with pytest.raises(ConfigError, match=r"key `split.encrypt_key_file`: .*keys.json does not exist"):
+        Job.load(path)
+    keys.write_text("{not json")
+    keys.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"key `split.encrypt_key_file`: .*keys.json is not JSON"):
+        Job.load(path)
+    keys.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"key `split.encrypt_key_file`: .*chmod 600"):
+        Job.load(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pipeline.clean.language import detect_language
 from pipeline.clean.missing import RAW, ColumnPolicy, apply_policies, global_fills
@@ -194,6 +194,14 @@ class Options(StageOptions):
         if "\n" in value:
             raise ValueError("cannot remove the newline (use join_lines)")
         return value
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> Options:
+        for low, high in (("min_words", "max_words"), ("min_mean_word_length", "max_mean_word_length")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{low} ({lo}) is greater than {high} ({hi}): every document would be dropped")
+        return self
 
     def pii_kinds(self) -> list[str]:
         on = {"email": self.mask_email, "iban": self.mask_iban, "credit_card": self.mask_credit_card,

@@ -43,12 +43,23 @@ def load_keys(key_file: Path) -> dict[str, bytes]:
         raise FileNotFoundError(f"encryption key file {key_file} does not exist")
     if key_file.stat().st_mode & 0o077:
         raise PermissionError(f"encryption key file {key_file} is readable by other users; chmod 600 it")
-    data = json.loads(key_file.read_text())
+    try:
+        data = json.loads(key_file.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"encryption key file {key_file} cannot be read: {error}") from None
+    except ValueError:
+        raise ValueError(f"encryption key file {key_file} is not JSON; expected "
+                         '{"footer": BASE64, "columns": BASE64}') from None
+    if not isinstance(data, dict):
+        raise ValueError(f"encryption key file {key_file}: expected a JSON object with footer and columns")
     keys = {}
     for name in ("footer", "columns"):
         if name not in data:
             raise ValueError(f"encryption key file {key_file}: missing key {name!r} (base64 of 16, 24 or 32 bytes)")
-        raw = base64.b64decode(data[name])
+        try:
+            raw = base64.b64decode(str(data[name]), validate=True)
+        except ValueError:
+            raise ValueError(f"encryption key file {key_file}: key {name!r} is not base64") from None
         if len(raw) not in (16, 24, 32):
             raise ValueError(f"encryption key file {key_file}: key {name!r} is {len(raw)} bytes; need 16, 24 or 32")
         keys[name] = raw
