@@ -105,6 +105,8 @@ def engine_options(command):
     command = click.option("--memory-limit", default=None, help="Memory limit per local worker, e.g. 4GiB [default: auto].")(command)
     command = click.option("--workers", type=int, default=None, help="Local Dask worker processes (default: one per core; 0 = in-process, no Dask).")(command)
     command = click.option("--fresh", is_flag=True, help="Ignore finished shards of an earlier run and start over.")(command)
+    command = click.option("--private", is_flag=True, help="Write every file 0600 and folder 0700 (umask 077); "
+                           "default: the umask decides (docs/trust.md).")(command)
     return command
 
 
@@ -130,10 +132,11 @@ def run_guarded(fn, *args, **kwargs):
     from pipeline.config import ConfigError
     from pipeline.dataset import DatasetError
     from pipeline.engine import ShardError
+    from pipeline.lock import OutputLocked
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, DatasetError, FileNotFoundError) as error:
+    except (ConfigError, DatasetError, FileNotFoundError, OutputLocked) as error:
         fail(str(error))
     except ShardError as error:
         fail(str(error))
@@ -165,7 +168,7 @@ def cli():
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Output folder (overrides job.output).")
 @click.option("--stages", default=None, help="Comma-separated subset of the job's stages to run, e.g. clean,dedup.")
 @engine_options
-def run_command(job_file, out, stages, fresh, workers, memory_limit, scheduler):
+def run_command(job_file, out, stages, fresh, private, workers, memory_limit, scheduler):
     """Run a job file: its stages in order, each one's counts printed as it finishes.
 
     Re-running the same job resumes: finished shards are skipped unless options or inputs
@@ -178,7 +181,7 @@ def run_command(job_file, out, stages, fresh, workers, memory_limit, scheduler):
         unknown = [s for s in only if s not in STAGES]
         if unknown:
             fail(f"--stages: unknown stage(s) {unknown}; allowed: {', '.join(ORDER)}")
-    run_guarded(run_job, job_file, out=out, only=only, fresh=fresh,
+    run_guarded(run_job, job_file, out=out, only=only, fresh=fresh, private=private,
                 engine_overrides={"workers": workers, "memory_limit": memory_limit, "scheduler": scheduler})
 
 
@@ -188,11 +191,12 @@ def _stage_command(name: str) -> click.Command:
     model = module.Options
 
     @click.pass_context
-    def callback(ctx, input, output, fresh, workers, memory_limit, scheduler, **values):
+    def callback(ctx, input, output, fresh, private, workers, memory_limit, scheduler, **values):
+        from pipeline.lock import private_outputs
         from pipeline.runner import run_stage
 
         options = run_guarded(options_from_cli, model, values, f"pipeline {name}")
-        with make_engine(workers, memory_limit, scheduler) as engine:
+        with private_outputs(private), make_engine(workers, memory_limit, scheduler) as engine:
             result = run_guarded(run_stage, name, list(input), output, options, engine, fresh=fresh)
         click.echo(result.summary_line())
 
@@ -212,13 +216,14 @@ def _fetch_group() -> click.Group:
     for kind, model in module.SOURCE_KINDS.items():
 
         def make(kind=kind, model=model):
-            def callback(output, fresh, workers, memory_limit, scheduler, **values):
+            def callback(output, fresh, private, workers, memory_limit, scheduler, **values):
+                from pipeline.lock import private_outputs
                 from pipeline.runner import run_stage
 
                 values["kind"] = kind
                 source = run_guarded(options_from_cli, model, values, f"pipeline fetch {kind}")
                 options = module.Options(sources=[source])
-                with make_engine(workers, memory_limit, scheduler) as engine:
+                with private_outputs(private), make_engine(workers, memory_limit, scheduler) as engine:
                     result = run_guarded(run_stage, "fetch", [], output, options, engine, fresh=fresh)
                 click.echo(result.summary_line())
 

@@ -45,6 +45,12 @@ class JobSection(Options):
     """Seed for every random step whose stage section does not set its own."""
     input: str | None = None
     """Input dataset folder of the first stage, for jobs that do not start with `fetch`."""
+    private: bool = False
+    """Make every file the job writes 0600 and every folder 0700 (umask 077), in every stage;
+    off: outputs follow the umask, so other users (a trainer) can read them. docs/trust.md."""
+    allow_empty: bool = False
+    """Run on when a stage produces 0 rows; off: the job stops there and says why (the
+    reasons its rejected dataset records, e.g. the fetch errors). docs/trust.md."""
 
 
 class EngineOptions(Options):

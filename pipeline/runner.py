@@ -18,6 +18,12 @@ import click
 from pipeline.config import Job
 from pipeline.dataset import MANIFEST, write_json_atomic
 from pipeline.engine import Engine
+
+try:  # TODO(trust2): pipeline.errors lands with the stage-shape work; drop the fallback then
+    from pipeline.errors import EmptyResultError
+except ImportError:  # pragma: no cover
+    from pipeline.dataset import DatasetError as EmptyResultError
+from pipeline.lock import output_lock, private_outputs
 from pipeline.stage import Options, StageResult
 from pipeline.stages import STAGES
 
@@ -36,7 +42,8 @@ def run_stage(
     for path in inputs:
         if not Path(path).exists():
             raise FileNotFoundError(f"pipeline {name}: input folder {path} does not exist")
-    result = module.run([Path(p) for p in inputs], output, options, engine, fresh=fresh)
+    with output_lock(output):
+        result = module.run([Path(p) for p in inputs], output, options, engine, fresh=fresh)
     manifest_path = Path(result.outputs.get("main", output)) / MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
@@ -64,12 +71,23 @@ def run_job(
     fresh: bool = False,
     engine_overrides: dict[str, Any] | None = None,
     echo=click.echo,
+    private: bool = False,
 ) -> list[StageResult]:
-    """Run a job file's stages in order; return their results (also in OUT/_job.json)."""
+    """Run a job file's stages in order; return their results (also in OUT/_job.json).
+
+    The job holds OUT/.lock while it runs (a second run there is refused), writes with the
+    job's permission policy (``private``: umask 077) and stops at a stage that produces 0 rows
+    unless ``[job] allow_empty`` (see docs/trust.md)."""
     job = Job.load(job_file)
     config = job.config
     out_dir = Path(out or config.job.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with private_outputs(config.job.private or private), output_lock(out_dir):
+        return _run_job(job, out_dir, only, fresh, engine_overrides, echo)
+
+
+def _run_job(job: Job, out_dir: Path, only: list[str] | None, fresh: bool,
+             engine_overrides: dict[str, Any] | None, echo) -> list[StageResult]:
+    config = job.config
     engine_settings = config.engine.model_dump()
     for key, value in (engine_overrides or {}).items():
         if value is not None:
@@ -115,6 +133,8 @@ def run_job(
             result = run_stage(name, inputs, output, options, engine, fresh=fresh)
             echo(result.summary_line())
             results.append(result)
+            if result.rows_out == 0 and name != "report" and not config.job.allow_empty:
+                raise EmptyResultError(empty_result_message(result))
             if name != "report":
                 previous = Path(result.outputs.get("main", output))
                 produced.extend(Path(p) for p in result.outputs.values())
@@ -140,3 +160,28 @@ def _report_inputs(out_dir: Path, stages: list[str]) -> list[Path]:
     folders = [m.parent for m in out_dir.rglob(MANIFEST) if report not in m.parents]
     order = {STAGES[s].folder: i for i, s in enumerate(stages)}
     return sorted(folders, key=lambda p: (order.get(p.relative_to(out_dir).parts[0], 99), str(p)))
+
+
+def empty_result_message(result: StageResult, top: int = 5) -> str:
+    """Why a stage produced 0 rows: its drop counts and the most frequent reasons (and errors,
+    e.g. the fetch errors) its rejected dataset records; a small aggregate, never the rows."""
+
+    from pipeline.dataset import Dataset
+
+    dropped = ", ".join(f"{k}={v}" for k, v in sorted(result.dropped.items(), key=lambda kv: -kv[1]))
+    lines = [f"{result.stage} produced 0 rows from {result.rows_in}" + (f" (dropped: {dropped})" if dropped else "")]
+    for name, folder in sorted(result.outputs.items()):
+        if name == "main" or not Dataset(folder).complete() or Dataset(folder).rows() == 0:
+            continue
+        frame = Dataset(folder).scan()
+        keys = [c for c in ("reason", "error") if c in frame.collect_schema()]
+        if not keys:
+            continue
+        why = (frame.group_by(keys).len().sort(["len", *keys], descending=[True, *[False] * len(keys)])
+               .head(top).collect())
+        lines[0] += f"; why, from {folder}:"
+        for row in why.iter_rows(named=True):
+            text = ": ".join(str(row[k]) for k in keys if row[k] is not None)
+            lines.append(f"  {text} ({row['len']} row{'s' if row['len'] != 1 else ''})")
+    lines.append("the job stops here; set `allow_empty = true` in [job] to run the later stages anyway")
+    return "\n".join(lines)
