@@ -263,4 +263,12 @@ cli.__class__ = LazyStages
 
 
 def main() -> None:
+    import signal
+
+    def terminate(signum, frame):  # noqa: ARG001 - the signal handler's signature
+        # `kill PID` unwinds like an error: a stage's cleanup runs (split removes its pieces),
+        # the lock is released, finished shards stay for the resume
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     cli(prog_name="pipeline")

@@ -74,7 +74,7 @@ def output_lock(folder: str | Path, sweep: bool = True) -> Iterator[Path]:
         handle.write(json.dumps({
             "pid": os.getpid(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))[:300],
+            "command": command_name(),
         }))
         handle.flush()
         _HELD.add(key)
@@ -89,6 +89,17 @@ def output_lock(folder: str | Path, sweep: bool = True) -> Iterator[Path]:
 
 
 _HELD: set[str] = set()  # lock files this process holds (resolved paths)
+
+
+def command_name() -> str:
+    """`pipeline run jobs/x.toml` or `pipeline clean`: the words before the first option only,
+    since an option's value may be a secret (`--header "Authorization: ..."`)."""
+    words = ["pipeline"]
+    for word in sys.argv[1:3]:
+        if word.startswith("-"):
+            break
+        words.append(word)
+    return " ".join(words)[:200]
 
 
 @contextlib.contextmanager
