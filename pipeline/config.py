@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 from pipeline.stage import Options
 from pipeline.stages import ORDER, STAGES
 
-StageName = Literal["fetch", "extract", "clean", "dedup", "features", "cluster", "label", "split", "report"]
+StageName = Literal["fetch", "extract", "clean", "chunk", "dedup", "features", "cluster", "label", "template",
+                    "split", "tokens", "report", "export"]
 
 
 class ConfigError(ValueError):

@@ -29,12 +29,16 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("fetch", "pipeline.fetch", "raw", "crawl sites, page through JSON APIs, query SQL, read local files → raw shards"),
         StageSpec("extract", "pipeline.extract", "docs", "HTML pages → documents (main text, title, metadata), boilerplate dropped"),
         StageSpec("clean", "pipeline.clean", "clean", "normalise text, mask PII, handle missing values, apply quality rules (drops → rejected/)"),
+        StageSpec("chunk", "pipeline.chunk", "chunks", "cut long documents into pieces of at most N tokens at headings, paragraphs, sentences"),
         StageSpec("dedup", "pipeline.dedup", "unique", "exact and MinHash-LSH near-duplicate removal (audit → duplicates/)"),
         StageSpec("features", "pipeline.features", "features", "hashing TF-IDF, Word2Vec document vectors, scaled numeric columns"),
         StageSpec("cluster", "pipeline.cluster", "clusters", "MiniBatch K-means, cluster summaries and an editable labels.toml"),
         StageSpec("label", "pipeline.label", "labelled", "apply labels.toml, or propagate labels from a few seed rows"),
+        StageSpec("template", "pipeline.template", "records", "documents or labelled rows → instruction or chat records through templates"),
         StageSpec("split", "pipeline.split", "splits", "stratified / group / time / random splits into train, val and test shard sets"),
+        StageSpec("tokens", "pipeline.tokens", "tokens", "token counts per record (`n_tokens`) with a real tokenizer, or an approximation"),
         StageSpec("report", "pipeline.report", "report", "dataset quality as one HTML page with plots, and metrics.json"),
+        StageSpec("export", "pipeline.export", "export", "train/ validation/ test/ in Parquet or JSONL, optional packing, and a dataset card"),
     ]
 }
 

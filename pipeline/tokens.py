@@ -177,3 +177,12 @@ def tokens_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     counts = count_tokens(rendered, options.tokenizer, options.batch_bytes)
     table = table.with_columns(pl.Series(N_TOKENS, counts, dtype=TOKEN_DTYPE))
     return ShardOutput(frames={"main": table}, counts={"tokens": int(counts.sum(dtype=np.uint64))})
+
+
+def run(inputs: list[Path], output: Path, options: Options, engine, fresh: bool = False):
+    """Count the tokens of every input shard's records; the layout of the input is kept."""
+    from pipeline.stage import run_map_stage
+
+    result = run_map_stage("tokens", tokens_shard, options, inputs, {"main": Path(output)}, engine, fresh=fresh)
+    result.details.update(describe_tokenizer(options.tokenizer))
+    return result

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -332,3 +333,10 @@ def rejoin(chunks: pl.DataFrame, text_column: str = "text") -> pl.DataFrame:
 
 
 __all__ = ["Options", "chunk_frame", "chunk_shard", "chunk_texts", "char_levels", "plan_chunks", "rejoin"]
+
+
+def run(inputs: list[Path], output: Path, options: Options, engine, fresh: bool = False):
+    """Chunk every input shard (see the module docstring)."""
+    from pipeline.stage import run_map_stage
+
+    return run_map_stage("chunk", chunk_shard, options, inputs, {"main": Path(output)}, engine, fresh=fresh)

@@ -22,6 +22,7 @@ Example: pipeline template --input out/labelled --output out/records --prompt "C
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
@@ -144,3 +145,15 @@ def template_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     """Per-shard transform: records → "main", rows a template could not fill → "rejected"."""
     records, rejected = template_frame(frame, options)
     return ShardOutput(frames={"main": records.collect(), "rejected": rejected.collect()})
+
+
+def run(inputs: list[Path], output: Path, options: Options, engine, fresh: bool = False):
+    """Apply the templates to every input shard; a missing placeholder column fails first."""
+    from pipeline.dataset import Dataset
+    from pipeline.schema import rejected_folder
+    from pipeline.stage import input_shards, run_map_stage
+
+    for root, shard in input_shards(inputs)[:1]:
+        check_columns(pl.scan_parquet(shard).collect_schema(), options, f"input dataset {Dataset(root).root}")
+    outputs = {"main": Path(output), "rejected": rejected_folder(Path(output))}
+    return run_map_stage("template", template_shard, options, inputs, outputs, engine, fresh=fresh)
