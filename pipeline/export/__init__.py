@@ -200,9 +200,10 @@ def pack_frame(table: pl.DataFrame, options: Options) -> tuple[pa.Table, pl.Data
     lengths = np.diff(tokens.offsets.to_numpy())
     empty = lengths == 0
     too_long = lengths > capacity
-    reasons = np.where(empty, "empty_record", np.where(too_long & (options.overlong == "drop"), "longer_than_pack", None))
-    rejected = table.with_columns(pl.Series(REASON, reasons, dtype=pl.String)).filter(pl.col(REASON).is_not_null())
-    keep = np.flatnonzero(reasons == None)  # noqa: E711 - elementwise on an object array
+    drop_long = too_long if options.overlong == "drop" else np.zeros_like(too_long)
+    reasons = pl.Series(REASON, np.where(empty, "empty_record", np.where(drop_long, "longer_than_pack", "")))
+    rejected = table.with_columns(reasons.replace("", None)).filter(pl.col(REASON).is_not_null())
+    keep = np.flatnonzero(~empty & ~drop_long)
     offsets = tokens.offsets.to_numpy()
     values = tokens.values.to_numpy(zero_copy_only=False)
     starts, item_lengths, item_rows = offsets[keep], lengths[keep], keep
