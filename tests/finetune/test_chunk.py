@@ -7,7 +7,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.chunk import HEADING, LINE, PARAGRAPH, SENTENCE, Options, char_levels, chunk_frame, rejoin
+from pipeline.chunk import (
+    HEADING,
+    LINE,
+    PARAGRAPH,
+    SENTENCE,
+    Options,
+    char_levels,
+    chunk_frame,
+    rejoin,
+)
 from pipeline.tokens import count_tokens
 
 

@@ -7,7 +7,11 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.export import Options, pack_frame
-from pipeline.export.packing import first_fit_decreasing, first_fit_decreasing_reference, pack_sequences
+from pipeline.export.packing import (
+    first_fit_decreasing,
+    first_fit_decreasing_reference,
+    pack_sequences,
+)
 from pipeline.tokens import count_tokens
 
 
