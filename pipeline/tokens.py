@@ -162,17 +162,19 @@ def count_tokens(texts: pl.Series, spec: str | None, batch_bytes: int = 8_000_00
 
 # -- what is counted -------------------------------------------------------------------------
 def record_text(schema: pl.Schema | dict[str, Any], text_column: str = "text") -> pl.Expr:
-    """The text a record is counted (and packed) as: `text` for text rows; for instruction rows
-    system, prompt and response joined by a blank line (nulls skipped); for chat rows every
-    turn's content joined by a blank line. Rows without a `kind` column are text rows."""
+    """The text a record is counted (and packed) as: pipeline.records' rendering (`text` for text
+    rows; system, prompt and response joined by a blank line; every turn's content joined by a
+    blank line), for any subset of the record columns. Rows without a `kind` column are text."""
     columns = set(schema)
     text = pl.col(text_column).cast(pl.String) if text_column in columns else pl.lit(None, pl.String)
     if "kind" not in columns:
         return text
-    parts = [pl.col(c).cast(pl.String) for c in ("system", "prompt", "response") if c in columns]
-    instruction = pl.concat_str(parts, separator=TURN_SEPARATOR, ignore_nulls=True) if parts else text
-    chat = (pl.col("messages").list.eval(pl.element().struct.field("content")).list.join(TURN_SEPARATOR)
-            if "messages" in columns else text)
+    from pipeline.records import chat_text, instruction_text
+
+    missing = pl.lit(None, pl.String)
+    instruction = instruction_text(*(pl.col(c).cast(pl.String) if c in columns else missing
+                                     for c in ("system", "prompt", "response")))
+    chat = chat_text() if "messages" in columns else text
     return (pl.when(pl.col("kind") == "instruction").then(instruction)
             .when(pl.col("kind") == "chat").then(chat)
             .otherwise(text))

@@ -12,8 +12,10 @@ the input does not have is an error before any work starts; a row where a placeh
 null goes to rejected/ with reason `template_null:<column>`, and a row whose prompt or response
 comes out empty or blank with `template_empty:<field>`.
 
-Output: `kind` = "instruction" with `prompt`, `response`, `system` (null without a system
-template), or with `kind = "chat"` in the options, `messages` = [system,] user, assistant turns.
+Output: the record columns of pipeline.records (`kind`, `system`, `prompt`, `response`,
+`messages`): `kind` = "instruction" with `prompt`, `response`, `system` (null without a system
+template), or with `kind = "chat"` in the options, `messages` = [system,] user, assistant turns
+(the other kind's columns null, as the records schema has it).
 `text` becomes the record's rendering (system, prompt and response joined by a blank line; see
 pipeline.tokens.record_text), so the stages that read text (dedup, decontaminate) see the record.
 Example: pipeline template --input out/labelled --output out/records --prompt "Classify: {text}" --response "{label}"
@@ -28,12 +30,11 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import field_validator
 
+from pipeline.records import MESSAGES, RECORD_COLUMNS
 from pipeline.stage import REASON, ShardOutput
 from pipeline.stage import Options as StageOptions
 from pipeline.tokens import TURN_SEPARATOR
 
-RECORD_COLUMNS = {"instruction": ("kind", "prompt", "response", "system"), "chat": ("kind", "messages")}
-MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
 
 class TemplateError(ValueError):
@@ -125,17 +126,20 @@ def template_frame(frame: pl.LazyFrame, options: Options) -> tuple[pl.LazyFrame,
         pl.coalesce([*null_reasons, *empty_reasons, pl.lit(None, pl.String)]).alias(REASON))
     system = pl.col("_system") if "system" in templates else pl.lit(None, pl.String)
     text = pl.concat_str([system, pl.col("_prompt"), pl.col("_response")], separator=TURN_SEPARATOR, ignore_nulls=True)
+    null_messages = pl.lit(None, MESSAGES)
     if options.kind == "instruction":
-        record = [pl.lit("instruction").alias("kind"), pl.col("_prompt").alias("prompt"),
-                  pl.col("_response").alias("response"), system.alias("system")]
+        record = [pl.lit("instruction").alias("kind"), system.alias("system"), pl.col("_prompt").alias("prompt"),
+                  pl.col("_response").alias("response"), null_messages.alias("messages")]
     else:
         turns = [pl.struct(role=pl.lit("user"), content=pl.col("_prompt")),
                  pl.struct(role=pl.lit("assistant"), content=pl.col("_response"))]
         if "system" in templates:
             turns.insert(0, pl.struct(role=pl.lit("system"), content=system))
-        record = [pl.lit("chat").alias("kind"), pl.concat_list(turns).alias("messages")]
+        nothing = pl.lit(None, pl.String)
+        record = [pl.lit("chat").alias("kind"), nothing.alias("system"), nothing.alias("prompt"),
+                  nothing.alias("response"), pl.concat_list(turns).cast(MESSAGES).alias("messages")]
     kept = [c for c in (options.columns if options.columns is not None else schema.names())
-            if c not in RECORD_COLUMNS["instruction"] + RECORD_COLUMNS["chat"] and c != "text"]
+            if c not in RECORD_COLUMNS and c != "text"]
     records = staged.filter(pl.col(REASON).is_null()).select(*[pl.col(c) for c in kept], text.alias("text"), *record)
     rejected = staged.filter(pl.col(REASON).is_not_null()).select(*schema.names(), REASON)
     return records, rejected

@@ -35,7 +35,8 @@ def test_instruction_records_from_templates(labelled):
 def test_chat_records_and_column_selection(labelled):
     records, _ = template_frame(labelled.lazy(), Options(kind="chat", columns=["id", "label"]))
     out = records.collect()
-    assert out.columns == ["id", "label", "text", "kind", "messages"]
+    assert out.columns == ["id", "label", "text", "kind", "system", "prompt", "response", "messages"]
+    assert out["prompt"].null_count() == out.height  # the other kind's columns are null
     assert out["messages"][0].to_list() == [{"role": "user", "content": "Great film."}, {"role": "assistant", "content": "fresh"}]
     with_system, _ = template_frame(labelled.lazy(), Options(kind="chat", system="Be fair.", columns=[]))
     assert [m["role"] for m in with_system.collect()["messages"][0]] == ["system", "user", "assistant"]
