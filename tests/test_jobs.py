@@ -29,7 +29,7 @@ def demo(tmp_path_factory):
 def test_demo_runs_every_stage_and_counts_add_up(demo):
     out, results = demo
     assert [r.stage for r in results] == ["fetch", "extract", "clean", "dedup", "features",
-                                          "cluster", "label", "split", "report"]
+                                          "cluster", "label", "split", "tokens", "report", "export"]
     by_stage = {r.stage: r for r in results}
     # the whole local site is crawled, each page once
     raw = Dataset(out / "raw").scan().select("url", "status").collect()
@@ -50,13 +50,32 @@ def test_demo_runs_every_stage_and_counts_add_up(demo):
     assert groups["split"].max() == 1  # no near-duplicate group straddles two splits
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert (out / "report" / "index.html").stat().st_size > 10_000 and metrics
-    assert json.loads((out / "_job.json").read_text())["results"][-1]["stage"] == "report"
+    assert json.loads((out / "_job.json").read_text())["results"][-1]["stage"] == "export"
+
+
+def test_demo_export_is_what_datasets_loads(demo, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    out, results = demo
+    loaded = datasets.load_dataset(str(out / "export"))
+    splits = Dataset(out / "tokens").scan().select("id", "split", "n_tokens").collect()
+    assert {name: loaded[name].num_rows for name in loaded} == {
+        "train": splits.filter(pl.col("split") == "train").height,
+        "validation": splits.filter(pl.col("split") == "val").height,
+        "test": splits.filter(pl.col("split") == "test").height}
+    assert loaded["train"].column_names == ["text", "id", "title", "url", "label", "n_tokens"]
+    card = (out / "export" / "README.md").read_text()
+    train_tokens = int(splits.filter(pl.col("split") == "train")["n_tokens"].sum())
+    assert f"| train | {loaded['train'].num_rows} | {train_tokens:,} |" in card
+    assert 'license: "psf-2.0"' in card and "Counted with tokenizer `gpt2`" in card
 
 
 def test_demo_rerun_resumes_with_the_same_output(demo):
     out, _ = demo
     before = {p: json.loads((out / p / "_manifest.json").read_text())["content_sha256"]
-              for p in ("raw", "docs", "clean", "unique", "splits")}
+              for p in ("raw", "docs", "clean", "unique", "splits", "tokens", "export")}
     again = run_job(REPO / "jobs" / "demo.toml", out=out, echo=quiet, engine_overrides={"workers": 2})
     by_stage = {r.stage: r for r in again}
     assert by_stage["extract"].skipped_tasks > 0 and by_stage["clean"].skipped_tasks > 0

@@ -36,7 +36,6 @@ from pipeline.stage import Options as StageOptions
 from pipeline.tokens import TURN_SEPARATOR
 
 
-
 class TemplateError(ValueError):
     """A template that cannot be parsed, or names a column the input lacks."""
 
