@@ -12,8 +12,8 @@ top terms anyway). Ties break alphabetically, so the ranking is deterministic.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -92,9 +92,22 @@ def default_names(terms: dict[int, list[str]], k: int) -> dict[int, str]:
     return names
 
 
+# TOML forbids raw control characters (U+0000-U+001F but tab, and DEL) in a basic string, and
+# a surrogate has no UTF-8 form (nor a TOML \u escape): escape the first, replace the second
+_TOML_UNSAFE = re.compile(r'["\\\x00-\x08\x0a-\x1f\x7f]|[\ud800-\udfff]')
+_TOML_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_escape(match: re.Match) -> str:
+    char = match.group()
+    if "\ud800" <= char <= "\udfff":
+        return "\ufffd"
+    return _TOML_SHORT.get(char) or f"\\u{ord(char):04X}"
+
+
 def _toml_string(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes
-    return json.dumps(value, ensure_ascii=False)
+    """VALUE as a TOML basic string that tomllib reads back as VALUE (surrogates become U+FFFD)."""
+    return '"' + _TOML_UNSAFE.sub(_toml_escape, value) + '"'
 
 
 def _example(example: dict) -> str:
@@ -104,6 +117,7 @@ def _example(example: dict) -> str:
 
 def labels_toml(summary: dict, clusters_path: str) -> str:
     """The editable label map: one [[cluster]] table per cluster (see docs/stages/cluster.md)."""
+    clusters_path = _toml_string(clusters_path)[1:-1]  # a comment cannot hold a newline or DEL either
     lines = [
         f"# Label map for the clusters in {clusters_path}.",
         "# Edit `name` (it becomes the `label` of the cluster's rows), then run:",

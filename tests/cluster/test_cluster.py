@@ -146,3 +146,38 @@ def test_plot_summaries_get_their_own_cluster(rotten_features, tmp_path, local_e
     plot_cluster = plot["cluster"].mode()[0]
     assert (plot["cluster"] == plot_cluster).mean() > 0.8
     assert out.filter(pl.col("cluster") == plot_cluster)["true_label"].eq("plot").mean() > 0.5
+
+
+HOSTILE = ['DEL\x7fhere', 'nul\x00bell\x07esc\x1b', 'quote " back \\ slash', 'tab\there\r\nline',
+           'C1 \x85\x9f and \u2028 sep', 'lone \ud800 surrogate', "'''triple''' \"\"\"", '\\u0041 not an escape']
+
+
+def test_labels_toml_escapes_hostile_strings():
+    from pipeline.cluster.summary import labels_toml
+
+    examples = [{"title": h, "text": f"body {h}", "distance": 0.0} for h in HOSTILE]
+    summary = {"clusters": [{"cluster": 0, "name": HOSTILE[0], "size": 8, "top_terms": HOSTILE,
+                             "examples": examples}]}
+    text = labels_toml(summary, "/tmp/clusters \x7f \"x\"")
+    entry = tomllib.loads(text)["cluster"][0]
+    clean = [h.replace("\ud800", "\ufffd") for h in HOSTILE]
+    assert entry["name"] == "DEL\x7fhere" and entry["top_terms"] == clean
+    assert entry["examples"][1] == "nul\x00bell\x07esc\x1b | body nul\x00bell\x07esc\x1b"
+    assert entry["examples"][5] == "lone \ufffd surrogate | body lone \ufffd surrogate"
+
+
+def test_cluster_label_map_parses_back_when_examples_hold_control_characters(shared_data, tmp_path, local_engine):
+    frame = sms_frame(shared_data).head(600)
+    storable = [h for h in HOSTILE if "\ud800" not in h]  # Arrow strings are UTF-8: no lone surrogate
+    hostile = pl.Series([storable[i % len(storable)] for i in range(frame.height)])
+    docs = as_docs(frame, "sms").with_columns(title=hostile, text=pl.col("text") + " \x7f" + hostile)
+    write_docs(docs, tmp_path / "docs", 2)
+    features.run([tmp_path / "docs"], tmp_path / "feat", features.Options(svd_components=20), local_engine)
+    cluster.run([tmp_path / "feat"], tmp_path / "cl", cluster.Options(k=2, examples=5), local_engine)
+    raw = (tmp_path / "cl" / "labels.toml").read_bytes()
+    assert b"\x7f" not in raw and b"\x00" not in raw
+    entries = tomllib.loads(raw.decode("utf-8"))["cluster"]
+    examples = [e for entry in entries for e in entry["examples"]]
+    assert len(examples) == 10 and any("\x7f" in e for e in examples)
+    summary = json.loads((tmp_path / "cl" / "summary.json").read_text())
+    assert [e["name"] for e in entries] == [c["name"] for c in summary["clusters"]]
