@@ -17,11 +17,11 @@ never fetched again, a page fetched but not yet stored is fetched again.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
 import os
 import time
+import zlib
 from pathlib import Path
 
 import lxml.etree
@@ -321,7 +321,12 @@ class Crawler:
         robots_url = f"{scheme}://{host_of(url)}/robots.txt"
         response = await self._get_following(robots_url, accept=lambda t: True)
         self._count("robots_fetched")
-        if response.status is not None and 400 <= response.status < 500:
+        if response.status is None and (response.error or "").startswith("refused:"):
+            # the host itself is refused (a name resolving to a private address): its pages get
+            # that reason, not "disallowed by robots.txt"
+            robots = Robots.disallow_all()
+            robots.refused = response.error
+        elif response.status is not None and 400 <= response.status < 500:
             robots = Robots.allow_all()
         elif response.body is None or response.status != 200:
             # RFC 9309: an unreachable robots.txt (5xx, network) means "disallow everything"
@@ -357,8 +362,13 @@ class Crawler:
                 check_url_address(current, opts.allow_private)
             except UrlError as exc:
                 error = str(exc)
+                self._count("refused")
                 break
             robots = await self._robots_for(current)
+            if robots.refused:
+                error = robots.refused
+                self._count("refused")
+                break
             if not robots.allowed(current, opts.user_agent):
                 error = "disallowed by robots.txt"
                 self._count("robots_disallowed")
@@ -430,9 +440,9 @@ class Crawler:
                 continue
             body = response.body
             if body[:2] == b"\x1f\x8b":
-                try:
-                    body = gzip.decompress(body)[: self.options.max_bytes]
-                except OSError:
+                body = gunzip_at_most(body, self.options.max_bytes)
+                if body is None:
+                    self._count("sitemap_errors")
                     continue
             try:
                 root = lxml.etree.fromstring(body, lxml.etree.XMLParser(recover=True, resolve_entities=False, no_network=True))
@@ -446,6 +456,17 @@ class Crawler:
             else:
                 self._count("sitemap_urls")
                 self._enqueue([canonical_or_none(u, url, None, self.options.sort_query) for u in locs], 0)
+
+
+def gunzip_at_most(data: bytes, max_bytes: int) -> bytes | None:
+    """The first MAX_BYTES of gzip DATA inflated (None if it is not gzip): inflated a piece at a
+    time, so a gzip bomb (2 MB that inflates to GBs) costs about MAX_BYTES of memory, not its
+    full size."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        return inflater.decompress(data, max_bytes)
+    except zlib.error:
+        return None
 
 
 def _run_coroutine(coro):

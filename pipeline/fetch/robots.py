@@ -31,6 +31,7 @@ class Robots:
 
     def __init__(self, text: str = "", default_allow: bool = True):
         self.default_allow = default_allow
+        self.refused: str | None = None  # the address guard's reason, when robots.txt was refused
         self.groups: list[_Group] = []
         self.sitemaps: list[str] = []
         self._parse(text)

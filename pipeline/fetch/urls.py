@@ -9,6 +9,8 @@ redirect check use to refuse private, loopback, link-local and other non-public 
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -85,24 +87,53 @@ def host_of(url: str) -> str:
     return urlsplit(url).netloc
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: IPv4-compatible (::a.b.c.d,
+# deprecated but still routed to the v4 address by some stacks) and the NAT64 well-known prefix
+_EMBEDS_V4_LOW = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b::/96"))
+# IPv6 ranges that are never public whatever Python's tables say (they change between versions)
+_NEVER_PUBLIC_V6 = (
+    ipaddress.IPv6Network("fec0::/10"),  # site-local (deprecated, still honoured by some hosts)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64 for local use (RFC 8215)
+)
+# legacy IPv4 spellings that resolvers accept: 2130706433, 0x7f000001, 0177.0.0.1, 127.1
+_LEGACY_V4 = re.compile(r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}")
+
+
 def is_public_address(address: str) -> bool:
-    """False for private, loopback, link-local, multicast, reserved and unspecified addresses."""
+    """False for private, loopback, link-local, multicast, reserved and unspecified addresses,
+    and for IPv6 forms that lead to such an IPv4 address (IPv4-mapped ::ffff:a.b.c.d,
+    IPv4-compatible ::a.b.c.d, NAT64 64:ff9b::a.b.c.d, 6to4 2002:AABB:CCDD::) or to a
+    site-local one (fec0::/10)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in _NEVER_PUBLIC_V6):
+            return False
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in network for network in _EMBEDS_V4_LOW):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
 
 
 def literal_ip(host: str) -> str | None:
-    """The address if HOST (without port) is an IP literal, else None."""
+    """The address if HOST (without port) is an IP literal, else None. Legacy IPv4 spellings
+    that the system resolver turns into an address (decimal `2130706433`, hex `0x7f.1`, octal
+    `0177.0.0.1`, short `127.1`) count as literals and are returned in dotted form."""
     host = host.strip("[]")
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
-        return None
+        pass
+    if _LEGACY_V4.fullmatch(host):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def check_url_address(url: str, allow_private: bool) -> None:
@@ -114,7 +145,8 @@ def check_url_address(url: str, allow_private: bool) -> None:
         raise UrlError(f"refused: {host} is a loopback name (use --allow-private)")
     ip = literal_ip(host)
     if ip is not None and not is_public_address(ip):
-        raise UrlError(f"refused: {ip} is a private/loopback/link-local address (use --allow-private)")
+        shown = ip if ip == host.strip("[]") else f"{host} ({ip})"
+        raise UrlError(f"refused: {shown} is a private/loopback/link-local address (use --allow-private)")
 
 
 class Scope:
