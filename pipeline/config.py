@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
+from pipeline.secrets import redact
 from pipeline.stage import Options
 from pipeline.stages import ORDER, STAGES
 
@@ -108,7 +109,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid job file"]
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
-        found = item.get("input")
+        # a source's whole table is the input of its cross-field checks: no secret in it is echoed
+        found = redact(item.get("input"), key)
         if item["type"] == "extra_forbidden":
             lines.append(f"  key `{key}`: unknown key (value {found!r}); check the spelling against `pipeline STAGE --help`")
         elif item["type"] == "missing":

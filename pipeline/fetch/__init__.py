@@ -22,6 +22,7 @@ from pipeline.fetch.options import ApiSource, CrawlSource, FilesSource, Source, 
 from pipeline.fetch.urls import host_of
 from pipeline.fetch.writer import partition_value
 from pipeline.schema import rejected_folder
+from pipeline.secrets import fingerprint_with_secrets
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import StageResult
 
@@ -49,7 +50,8 @@ class Options(StageOptions):
         for source in data["sources"]:
             for key in _SPEED_ONLY:
                 source.pop(key, None)
-        return data
+        # the manifest shows *** for tokens and passwords; their hash keeps the fingerprint honest
+        return fingerprint_with_secrets(data)
 
 
 def source_name(source) -> str:

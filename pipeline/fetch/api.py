@@ -23,6 +23,7 @@ from pipeline.fetch.http import HttpClient
 from pipeline.fetch.options import ApiSource
 from pipeline.fetch.records import records_to_docs
 from pipeline.fetch.writer import DOC_SCHEMA, ShardRoller, utc_now
+from pipeline.secrets import resolve_mapping, scrub, secret_values
 
 AUTO_RECORD_KEYS = ("data", "results", "items", "records")
 
@@ -98,7 +99,7 @@ class ApiFetcher:
 
     def params(self, state: dict) -> dict[str, str]:
         opts = self.options
-        params = dict(opts.params)
+        params = resolve_mapping(opts.params, "params")
         if opts.size_param:
             params[opts.size_param] = str(opts.page_size)
         if opts.paging == "page":
@@ -111,24 +112,26 @@ class ApiFetcher:
 
     async def fetch(self, state: dict) -> dict[str, int]:
         opts = self.options
+        secrets = secret_values(opts.headers, "headers") + secret_values(opts.params, "params")
         roller = ShardRoller(self.output, self.source, self.task, opts.shard_bytes, DOC_SCHEMA,
                              start=state["sequence"])
         async with HttpClient(
             concurrency=1, per_host=1, delay=opts.delay, timeout=opts.timeout,
             max_bytes=opts.max_bytes, user_agent=opts.user_agent, allow_private=opts.allow_private,
             retries=opts.retries, max_retry_after=opts.max_retry_after,
-            headers={"Accept": "application/json", **opts.headers},
+            headers={"Accept": "application/json", **resolve_mapping(opts.headers, "headers")},
         ) as http:
             while not state["finished"] and state["requests"] < opts.max_requests:
                 params = self.params(state)
                 response = await http.get(opts.url, accept=lambda t: True, params=params)
                 state["requests"] += 1
-                where = f"{opts.url} with {params}"
+                # never echo a token: the secret values and anything named like one become ***
+                where = scrub(f"{opts.url} with {params}", secrets)
                 if response.error is not None or response.body is None:
                     # keep what was fetched: the next run resumes at this page
                     state["sequence"] = roller.sequence
                     self._checkpoint(state, roller.flush())
-                    raise ApiError(f"api page {where}: {response.error or 'empty response'}")
+                    raise ApiError(f"api page {where}: {scrub(response.error or 'empty response', secrets)}")
                 try:
                     payload = json.loads(response.body)
                 except ValueError as error:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.fetch.urls import UrlError, canonical_url
+from pipeline.secrets import ENV_PREFIX
 from pipeline.stage import Options
 
 MIB = 1 << 20
@@ -129,9 +130,12 @@ class _ApiFields(Options):
     url: str = ""
     """The endpoint (http or https)."""
     params: dict[str, str] = {}
-    """Fixed query parameters (job file only)."""
+    """Fixed query parameters (job file only). A value "env:NAME" is read from the environment
+    variable NAME; secret ones (api_key, token, ...) are shown as *** in manifests."""
     headers: dict[str, str] = {}
-    """Extra request headers, e.g. Authorization (job file only)."""
+    """Extra request headers, e.g. {Authorization = "env:API_TOKEN"} (job file only): "env:NAME"
+    is read from the environment; secret ones (Authorization, Cookie, X-Api-Key, ...) are shown
+    as *** in manifests and messages."""
     paging: Literal["page", "offset", "cursor", "none"] = "page"
     """How the next page is asked for: a page number, an offset, the cursor from the last
     response, or a single request."""
@@ -184,7 +188,9 @@ class ApiSource(_HttpOptions, _SourceBase, _RecordFields, _ApiFields):
 
 class _SqlFields(Options):
     dsn: str = ""
-    """Connection URI, postgresql://user:password@host:port/database."""
+    """Connection URI, postgresql://user@host:port/database, or "env:NAME" to read it from the
+    environment variable NAME. Keep the password out of the job file: libpq reads PGPASSWORD
+    and ~/.pgpass (a password given here is shown as *** in manifests and messages)."""
     query: str = ""
     """The SELECT whose rows become documents."""
     batch_mb: float = Field(16.0, gt=0)
@@ -192,7 +198,7 @@ class _SqlFields(Options):
 
     @model_validator(mode="after")
     def _needs_query(self) -> _SqlFields:
-        if not self.dsn.startswith(("postgresql://", "postgres://")):
+        if not self.dsn.startswith(("postgresql://", "postgres://", ENV_PREFIX)):
             raise ValueError("sql needs dsn = postgresql://user@host:port/db")
         if not self.query.strip():
             raise ValueError("sql needs a query")

@@ -16,10 +16,20 @@ from pipeline.dataset import StageOutput, TaskRecord
 from pipeline.fetch.options import SqlSource
 from pipeline.fetch.records import records_to_docs
 from pipeline.fetch.writer import DOC_SCHEMA, ShardRoller, utc_now
+from pipeline.secrets import resolve, scrub
 
 
 class SqlError(RuntimeError):
     """The database refused the connection or the query; the message carries its reason."""
+
+
+def _passwords(dsn: str) -> list[str]:
+    """The password(s) a DSN carries, so an error message quoting them can be scrubbed."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    parts = urlsplit(dsn)
+    found = [unquote(parts.password)] if parts.password else []
+    return found + parse_qs(parts.query).get("password", [])
 
 
 def fetch_sql(options: SqlSource, output: StageOutput, task: str, source: str) -> tuple[list[TaskRecord], dict]:
@@ -36,8 +46,9 @@ def fetch_sql(options: SqlSource, output: StageOutput, task: str, source: str) -
     roller = ShardRoller(output, source, task, options.shard_bytes, DOC_SCHEMA)
     fetched_at = utc_now()
     rows = batches = 0
+    dsn = resolve(options.dsn, "dsn")
     try:
-        with pg.connect(options.dsn) as connection, connection.cursor() as cursor:
+        with pg.connect(dsn) as connection, connection.cursor() as cursor:
             cursor.adbc_statement.set_options(**{
                 "adbc.postgresql.batch_size_hint_bytes": str(int(options.batch_mb * (1 << 20))),
             })
@@ -50,7 +61,8 @@ def fetch_sql(options: SqlSource, output: StageOutput, task: str, source: str) -
                 batches += 1
                 roller.add_frame(docs)
     except adbc_driver_manager.Error as error:
-        raise SqlError(f"fetch sql: {type(error).__name__}: {error}") from None
+        # libpq may quote the connection string back: no password in the message
+        raise SqlError(scrub(f"fetch sql: {type(error).__name__}: {error}", [dsn, *_passwords(dsn)])) from None
     roller.flush()
     record = TaskRecord(task=task, fingerprint="", outputs={"main": roller.written},
                         counts={"rows_out": rows})
