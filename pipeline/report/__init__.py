@@ -48,6 +48,10 @@ class Options(StageOptions):
     """Label-noise candidates listed by example on the page (all are counted)."""
     title: str = "Dataset report"
     """Heading of the HTML page."""
+    decrypt_key_file: Path | None = None
+    """The key file split's --encrypt-key-file used: encrypted split shards are then read with
+    it (and the page shows examples of their text). Without it they are skipped, with a warning
+    and a note on the page."""
 
     @field_validator("hash_features")
     @classmethod

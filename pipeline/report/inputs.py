@@ -41,6 +41,7 @@ class DatasetInfo:
     rows: int = 0
     bytes: int = 0
     display: str = ""
+    encrypted: bool = False  # split's Parquet modular encryption: column data needs the key file
 
     @property
     def order(self) -> int:
@@ -129,12 +130,24 @@ def describe(path: Path, common_root: Path | None = None, text_column: str = "te
     else:
         info.rows = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
         info.bytes = sum(s.stat().st_size for s in shards)
+    info.encrypted = _written_encrypted(path, manifest)
     if common_root is not None:
         try:
             info.display = str(path.relative_to(common_root))
         except ValueError:
             info.display = str(path)
     return info
+
+
+def _written_encrypted(path: Path, manifest: dict[str, Any] | None) -> bool:
+    """True when split wrote the folder (or the split folder it is in) with an encryption key.
+
+    Told by the manifest, not by reading the file: pyarrow aborts the process (C++ terminate)
+    on touching an encrypted shard's column metadata without the keys."""
+    for candidate in (manifest, Dataset(path.parent).manifest() if manifest is None else None):
+        if candidate and (candidate.get("options") or {}).get("encrypt_key_file"):
+            return True
+    return False
 
 
 def discover(inputs: list[Path], text_column: str = "text") -> list[DatasetInfo]:

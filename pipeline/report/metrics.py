@@ -7,6 +7,7 @@ quantiles, vocabulary, n-gram ratios and the baseline come from the bounded samp
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -31,6 +32,8 @@ from pipeline.report.profile import (
 )
 from pipeline.schema import DOC_SCHEMA
 
+log = logging.getLogger(__name__)
+
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
@@ -41,14 +44,14 @@ def _split_key(split: str) -> tuple[int, str]:
 def compute(inputs: list[Path], options: Any, engine: Engine) -> tuple[dict[str, Any], pl.DataFrame]:
     """(metrics, sample) for the given dataset folders; see the module docstring."""
     started = time.perf_counter()
-    infos = discover(inputs, options.text_column)
+    infos, skipped = _readable(discover(inputs, options.text_column), options)
     finals = final_datasets(infos)
     final_names = {i.name for i in finals}
     tasks = [
         ProfileTask(dataset=info.name, shard=shard, kind=info.kind, columns=info.columns,
                     constants=hive_values(info.path, shard), final=info.name in final_names,
                     text_column=options.text_column, label_column=options.label_column,
-                    seed=options.seed, sample_rows=options.sample_rows)
+                    seed=options.seed, sample_rows=options.sample_rows, key_file=_key_file(info, options))
         for info in infos for shard in info.shards
     ]
     timings: dict[str, float] = {}
@@ -75,6 +78,7 @@ def compute(inputs: list[Path], options: Any, engine: Engine) -> tuple[dict[str,
             for i in infos
         ],
         "final_datasets": sorted(final_names),
+        "skipped": skipped,
         "sample": {"rows": sample.height, "max_rows_per_split": options.sample_rows, "seed": options.seed,
                    "by_split": dict(sorted(Counter(sample["split"].to_list()).items()))},
     }
@@ -99,6 +103,32 @@ def compute(inputs: list[Path], options: Any, engine: Engine) -> tuple[dict[str,
     return metrics, sample
 
 
+def _key_file(info: DatasetInfo, options: Any) -> str | None:
+    return str(options.decrypt_key_file) if info.encrypted and options.decrypt_key_file else None
+
+
+def _readable(infos: list[DatasetInfo], options: Any) -> tuple[list[DatasetInfo], list[dict[str, Any]]]:
+    """The datasets the report can read, and the encrypted ones it skips without a key file
+    (each with the reason, also logged)."""
+    if options.decrypt_key_file is not None:
+        from pipeline.split.export import load_keys
+
+        load_keys(Path(options.decrypt_key_file))  # a missing or unsafe key file fails here, by name
+        return infos, []
+    readable, skipped = [], []
+    for info in infos:
+        if not info.encrypted:
+            readable.append(info)
+            continue
+        reason = (f"{info.name}: {len(info.shards)} encrypted shards ({info.rows:,} rows) not read; pass "
+                  "--decrypt-key-file with the key file split used to include them (the report then "
+                  "shows examples of their text)")
+        log.warning("report: %s", reason)
+        skipped.append({"name": info.name, "path": str(info.path), "rows": info.rows,
+                        "shards": len(info.shards), "reason": reason})
+    return readable, skipped
+
+
 def _sample(finals: list[DatasetInfo], profile: Profile, options: Any, engine: Engine) -> pl.DataFrame:
     empty = pl.DataFrame(schema={"id": pl.String, "source": pl.String, "split": pl.String,
                                  "label": pl.String, "text": pl.String, "h": pl.UInt64})
@@ -109,7 +139,7 @@ def _sample(finals: list[DatasetInfo], profile: Profile, options: Any, engine: E
         ProfileTask(dataset=info.name, shard=shard, kind=info.kind, columns=info.columns,
                     constants=hive_values(info.path, shard), final=True, text_column=options.text_column,
                     label_column=options.label_column, seed=options.seed,
-                    sample_rows=options.sample_rows, thresholds=thresholds)
+                    sample_rows=options.sample_rows, thresholds=thresholds, key_file=_key_file(info, options))
         for info in finals for shard in info.shards
     ]
     frames = engine.map(sample_shard, tasks, labels=[str(t.shard) for t in tasks], desc="report-sample")

@@ -120,6 +120,8 @@ def overview(m: dict[str, Any]) -> str:
     html += "<h3>Datasets read</h3>" + table(
         ["folder", "stage", "dataset", "kind", "rows", "bytes on disk", "shards"],
         [[i["name"], i["stage"], i["dataset"], i["kind"], i["rows"], i["bytes"], i["shards"]] for i in m["inputs"]])
+    for skipped in m.get("skipped", []):
+        html += f'<p class="warn">{escape(skipped["reason"])}</p>'
     final = ", ".join(m["final_datasets"]) or "none"
     s = m["sample"]
     html += (f"<p>Text metrics describe the final documents: <b>{escape(final)}</b>. Sample: {s['rows']:,} rows "

@@ -55,6 +55,7 @@ class ProfileTask:
     seed: int
     sample_rows: int
     thresholds: dict[str, int] = field(default_factory=dict)
+    key_file: str | None = None  # the key file of an encrypted shard (split --encrypt-key-file)
 
 
 def _is_nested(dtype: str) -> bool:
@@ -66,7 +67,12 @@ def _is_string(dtype: str) -> bool:
 
 
 def scan_shard(task: ProfileTask) -> pl.LazyFrame:
-    frame = pl.scan_parquet(str(task.shard), hive_partitioning=False)
+    if task.key_file is not None:  # Polars cannot decrypt: pyarrow reads the shard (one shard's memory)
+        from pipeline.split.export import read_encrypted
+
+        frame = pl.from_arrow(read_encrypted(task.shard, Path(task.key_file))).lazy()
+    else:
+        frame = pl.scan_parquet(str(task.shard), hive_partitioning=False)
     present = set(frame.collect_schema().names())
     extra = {k: pl.lit(v) for k, v in task.constants.items() if k not in present}
     return frame.with_columns(**extra) if extra else frame
@@ -102,7 +108,9 @@ def profile_shard(task: ProfileTask) -> dict[str, Any]:
     arrow = metadata.schema.to_arrow_schema()
     footer = {"schema": [(f.name, str(f.type)) for f in arrow]}
     try:
-        return {**_profile_shard(task, footer_null_counts(metadata)), **footer}
+        # an encrypted shard's column statistics cannot be touched without the keys
+        known_nulls = {} if task.key_file is not None else footer_null_counts(metadata)
+        return {**_profile_shard(task, known_nulls), **footer}
     except Exception as error:  # noqa: BLE001 - e.g. encrypted columns: counted from the footer
         return {"dataset": task.dataset, "rows": metadata.num_rows, **footer,
                 "error": f"{task.shard.name}: {type(error).__name__}: {str(error)[:300]}"}
