@@ -21,7 +21,16 @@ import polars as pl
 MARK = "\ue000"  # private-use character: fences candidates while a text is split and rejoined
 CANDIDATE = "\ue001"  # private-use character: starts a candidate piece
 
-EMAIL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?-u:\b)"
+# E-mail: what a mail client would deliver to, not only RFC 5322's dot-atom: a local part may
+# hold consecutive or trailing dots (`chris.doelle.@...`) and brackets (`app[bot]@...`), a host
+# label underscores (`Foghorn_Leghorn.coe.northeastern.edu`), and underscores may trail the
+# TLD (`jjmartti@utu.fi__`, as archives print it); masked with the address.
+_EMAIL_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"  # RFC 5322 atext, the hyphen escaped inside a class
+EMAIL = (
+    rf"[{_EMAIL_ATEXT}][{_EMAIL_ATEXT}.\[\]]*@"
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+"
+    r"(?:xn--[A-Za-z0-9-]{1,59}|[A-Za-z]{2,24})_*(?-u:\b)"
+)
 IBAN = r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)"
 # Visa, Mastercard, Amex, Discover, JCB, Diners: 13-19 digits, optionally in groups
 CARD = r"(?-u:\b)(?:4\d{3}|5[1-5]\d{2}|2[2-7]\d{2}|3[47]\d{2}|3[068]\d{2}|6(?:011|5\d{2})|35\d{2})(?:\d{9,15}|(?:[ -]\d{4}){3}|[ -]\d{6}[ -]\d{5})(?-u:\b)"

@@ -69,3 +69,32 @@ def test_real_sms_phone_numbers(sms):
     # ham messages are everyday talk: hardly any masks there
     ham = out.filter(pl.col("Label") == "ham")
     assert ham["pii_phone"].sum() < 15
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # issue #17 item 9: real addresses from a mail archive that survived cleaning
+    ("From: angel@Foghorn_Leghorn.coe.northeastern.edu (Angel)", "From: <EMAIL> (Angel)"),
+    ("jjmartti@utu.fi__ wrote:", "<EMAIL> wrote:"),
+    ("Reply to chris.doelle.@f3333.n106.z1.fidonet.org, please", "Reply to <EMAIL>, please"),
+    # the rest of what a mail client delivers to
+    ("bot 41898282+github-actions[bot]@users.noreply.github.com here", "bot <EMAIL> here"),
+    ("ggl.20.jj...@spamgourmet.com", "<EMAIL>"),
+    ("in [jane@example.org], <bob@x.example.com>; (carol@mail_relay.example.net).",
+     "in [<EMAIL>], <<EMAIL>>; (<EMAIL>)."),
+    ("idn user@example.xn--p1ai now", "idn <EMAIL> now"),
+    ("End of sentence: jane@doe.com.", "End of sentence: <EMAIL>."),
+])
+def test_masks_what_a_mail_client_delivers_to(text, expected):
+    out, counts = masked(text, ["email"])
+    assert out == expected
+    assert counts["email"] == expected.count("<EMAIL>")
+
+
+@pytest.mark.parametrize("text", [
+    "git commits by alanc@alf.(none) have no real host",  # git's placeholder: not deliverable
+    "version 1.2@3 and user@localhost and @handle and a@b",
+    "perl: my @list = (1, 2); foo@ bar.com",
+])
+def test_leaves_what_no_mail_client_delivers_to(text):
+    out, counts = masked(text, ["email"])
+    assert out == text and counts["email"] == 0
