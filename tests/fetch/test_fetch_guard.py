@@ -84,14 +84,16 @@ def test_gunzip_at_most_stops_at_the_cap():
 
 
 CRAWL_AND_REPORT_PEAK_RSS = """
-import json, resource, sys
+import json, sys
 from pipeline.fetch import CrawlSource, Options, run
 from pipeline.dataset import Dataset
 source = CrawlSource(seeds=[sys.argv[1] + "/"], sitemaps=True, max_depth=0, max_bytes=3_000_000,
                      allow_private=True, timeout=30)
 result = run([], sys.argv[2], Options(sources=[source]), None)
 urls = sorted(Dataset(sys.argv[2]).scan().collect()["url"].to_list())
-print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM: this process image's own peak (ru_maxrss would carry the forking parent's peak over)
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mib": peak_kib / 1024,
                   "urls": urls, "sources": result.details["sources"]}))
 """
 
