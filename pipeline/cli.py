@@ -114,12 +114,16 @@ def make_engine(workers, memory_limit, scheduler, defaults=None):
     from pipeline.engine import Engine
 
     defaults = defaults or {}
-    return Engine(
-        workers=workers if workers is not None else defaults.get("workers"),
-        memory_limit=memory_limit or defaults.get("memory_limit", "auto"),
-        scheduler=scheduler or defaults.get("scheduler"),
-        retries=defaults.get("retries", 1),
-    )
+    try:
+        return Engine(
+            workers=workers if workers is not None else defaults.get("workers"),
+            memory_limit=memory_limit or defaults.get("memory_limit", "auto"),
+            scheduler=scheduler or defaults.get("scheduler"),
+            retries=defaults.get("retries", 1),
+        )
+    except ValueError as error:  # the engine's own checks name their key: "memory_limit: ..."
+        key, _, reason = str(error).partition(":")
+        fail(f"--{key.replace('_', '-')}:{reason}")
 
 
 def fail(message: str) -> None:

@@ -96,3 +96,14 @@ def test_a_bad_or_unreadable_key_file_is_found_when_the_job_loads(tmp_path):
     keys.chmod(0o644)
     with pytest.raises(ConfigError, match=r"key `split.encrypt_key_file`: .*chmod 600"):
         Job.load(path)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--workers", "-1"], "error: --workers: -1 is negative"),
+    (["--workers", "1000"], "error: --workers: 1000 on"),
+    (["--memory-limit", "lots"], "error: --memory-limit: 'lots' is not a size"),
+])
+def test_stage_commands_refuse_bad_engine_flags_before_any_work(tmp_path, flags, expected):
+    done = subprocess.run([sys.executable, "-m", "pipeline", "clean", "--input", str(tmp_path),
+                           "--output", str(tmp_path / "out"), *flags], capture_output=True, text=True)
+    assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr
