@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pipeline.config import Job
+from pipeline.config import EngineOptions, Job, validate_options
 from pipeline.dataset import MANIFEST, write_json_atomic
 from pipeline.engine import Engine
 
@@ -92,6 +92,8 @@ def _run_job(job: Job, out_dir: Path, only: list[str] | None, fresh: bool,
     for key, value in (engine_overrides or {}).items():
         if value is not None:
             engine_settings[key] = value
+    # the command line's --workers/--memory-limit get the job file's checks
+    validate_options(EngineOptions, engine_settings, f"{job.path} with the command line's engine flags")
     stages = [s for s in job.stages if only is None or s in only]
 
     with contextlib.ExitStack() as stack:

@@ -107,3 +107,11 @@ def test_stage_commands_refuse_bad_engine_flags_before_any_work(tmp_path, flags,
     done = subprocess.run([sys.executable, "-m", "pipeline", "clean", "--input", str(tmp_path),
                            "--output", str(tmp_path / "out"), *flags], capture_output=True, text=True)
     assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_refuses_bad_engine_flags_with_the_job_files_checks(tmp_path):
+    job = write(tmp_path, '[job]\ninput = "."\n[clean]\n')
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", str(job), "--out", str(tmp_path / "out"),
+                           "--memory-limit", "lots"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "key `memory_limit`: Value error, memory_limit: 'lots' is not a size" in done.stderr
