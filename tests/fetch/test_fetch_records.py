@@ -194,3 +194,26 @@ def test_empty_files_are_zero_rows(tmp_path, local_engine):
     assert frame["text"].to_list() == ["the only row"]
     assert rejected.height == 0
     assert result.details["sources"]["files00:files"]["files"] == 7
+
+
+def test_parquet_chats_resume_and_rerun_byte_identical(tmp_path, local_engine):
+    good = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    pl.DataFrame({"messages": [good, good[:1], good + good]}).write_parquet(tmp_path / "chats.parquet")
+    _write_jsonl(tmp_path / "more.jsonl", [{"messages": good}])
+    with open(tmp_path / "more.jsonl", "a") as handle:
+        handle.write('{"messages": [}\n')
+    source = FilesSource(glob=[str(tmp_path / "chats.parquet"), str(tmp_path / "more.jsonl")], record_kind="chat")
+    frame, rejected, result = fetch(tmp_path / "a" / "raw", local_engine, source)
+    assert frame.height == 3 and frame["messages"].to_list()[1] == good + good
+    assert sorted(rejected.select(pl.col("file").str.extract(r"(\w+\.\w+)$"), "line", "reason").rows()) == [
+        ("chats.parquet", 2, "chat: last turn 1 is 'user', not 'assistant'"),
+        ("more.jsonl", 2, "invalid JSON at column 15: Expecting value")]
+    manifests = {name: Dataset(tmp_path / "a" / name).manifest()["content_sha256"] for name in ("raw", "rejected/raw")}
+    _, _, again = fetch(tmp_path / "a" / "raw", local_engine, source)
+    assert again.details["sources"]["files00:files"]["files_resumed"] == 2
+    assert {n: Dataset(tmp_path / "a" / n).manifest()["content_sha256"] for n in manifests} == manifests
+    fetch(tmp_path / "b" / "raw", local_engine, source)  # a fresh run elsewhere: the same bytes
+    for name in manifests:
+        shards = sorted(p.relative_to(tmp_path / "a" / name) for p in (tmp_path / "a" / name).rglob("*.parquet"))
+        assert shards and all((tmp_path / "a" / name / s).read_bytes() == (tmp_path / "b" / name / s).read_bytes()
+                              for s in shards)
