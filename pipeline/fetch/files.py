@@ -154,7 +154,6 @@ def run_files_task(task: FilesTask) -> TaskRecord:
 # -- structured records ------------------------------------------------------------------------
 BLOCK_BYTES = 8 << 20  # bytes of a JSONL/CSV file parsed at once (then cut into shard_mb shards)
 BATCH_ROWS = 50_000  # rows of a Parquet file or JSON array mapped at once
-WHITESPACE = np.array([9, 10, 13, 32], np.uint8)
 
 # what fetch writes to rejected/<output>/: a line it could not parse, or a record that failed
 # validation, with where it was and why; `record` is the line (undecodable bytes as \xNN
@@ -200,8 +199,14 @@ def _line_spans(block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     newlines = np.flatnonzero(buf == 10)
     ends = newlines if block.endswith(b"\n") else np.append(newlines, len(block))
     starts = np.concatenate([[0], newlines + 1])[:len(ends)]
-    solid = np.concatenate([[0], np.cumsum(~np.isin(buf, WHITESPACE), dtype=np.int64)])
-    return starts, ends, (solid[ends] - solid[starts]) > 0
+    lengths = ends - starts
+    # a line whose first byte is above 0x20 holds more than whitespace; only the rare lines
+    # that start with whitespace (indented, "\r" of a blank CRLF line) are looked at one by one
+    first = buf[np.minimum(starts, max(len(buf) - 1, 0))] if len(buf) else np.zeros(0, np.uint8)
+    solid = (lengths > 0) & (first > 32)
+    for index in np.flatnonzero((lengths > 0) & ~solid):
+        solid[index] = bool(block[starts[index]:ends[index]].strip())
+    return starts, ends, solid
 
 
 def _invalid_utf8_lines(block: bytes, starts: np.ndarray, ends: np.ndarray) -> dict[int, str]:
@@ -232,8 +237,9 @@ def _without_lines(block: bytes, starts: np.ndarray, ends: np.ndarray, drop: lis
     return b"".join(pieces)
 
 
-def _read_ndjson(data: bytes) -> pl.DataFrame:
-    return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+def _read_ndjson(data: bytes, infer_rows: int | None = 10_000) -> pl.DataFrame:
+    """Records of whole JSON lines; types inferred from the first `infer_rows` (None: all)."""
+    return pl.read_ndjson(io.BytesIO(data), infer_schema_length=infer_rows)
 
 
 def _jsonl_block(path: Path, block: bytes, first_line: int) -> ParsedBatch:
@@ -254,8 +260,8 @@ def _jsonl_block(path: Path, block: bytes, first_line: int) -> ParsedBatch:
                 continue
             if not isinstance(value, dict):
                 bad[int(index)] = f"not a JSON object (a JSON {type(value).__name__})"
-        try:
-            frame = _read_ndjson(_without_lines(block, starts, ends, list(bad)))
+        try:  # every line now parses: a type that changes late in the block is what is left
+            frame = _read_ndjson(_without_lines(block, starts, ends, list(bad)), infer_rows=None)
         except pl.exceptions.PolarsError as error:
             raise FilesError(f"{path}: lines {first_line}-{first_line + len(ends) - 1}: "
                              f"cannot read as jsonl: {error}") from None
