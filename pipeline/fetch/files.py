@@ -226,14 +226,16 @@ def _invalid_utf8_lines(block: bytes, starts: np.ndarray, ends: np.ndarray) -> d
     return bad
 
 
-def _without_lines(block: bytes, starts: np.ndarray, ends: np.ndarray, drop: list[int]) -> bytes:
-    if not drop:
-        return block
-    pieces, position = [], 0
-    for index in sorted(drop):
+def _without_lines(block: bytes, starts: np.ndarray, ends: np.ndarray, drop: list[int],
+                   lo: int = 0, hi: int | None = None) -> bytes:
+    """The bytes of lines lo..hi-1 of a block, without the lines in `drop`."""
+    hi = len(ends) if hi is None else hi
+    first, last = int(starts[lo]), min(int(ends[hi - 1]) + 1, len(block))
+    pieces, position = [], first
+    for index in sorted(i for i in drop if lo <= i < hi):
         pieces.append(block[position:int(starts[index])])
         position = int(ends[index]) + 1
-    pieces.append(block[position:])
+    pieces.append(block[position:last])
     return b"".join(pieces)
 
 
@@ -242,29 +244,52 @@ def _read_ndjson(data: bytes, infer_rows: int | None = 10_000) -> pl.DataFrame:
     return pl.read_ndjson(io.BytesIO(data), infer_schema_length=infer_rows)
 
 
+BISECT_LINES = 64  # a failing run of lines at most this long is parsed line by line
+
+
+def _parse_lines(path: Path, first_line: int, block: bytes, starts: np.ndarray, ends: np.ndarray, solid: np.ndarray,
+                 bad: dict[int, str], lo: int, hi: int, frames: list[pl.DataFrame]) -> None:
+    """Parse lines lo..hi-1 with Polars; a run that fails is halved until it is short, and a
+    short failing run is parsed line by line (json) to find its bad lines, which are left out
+    (added to `bad`). Frames are appended in line order."""
+    if not solid[lo:hi].any():
+        return
+    try:
+        frames.append(_read_ndjson(_without_lines(block, starts, ends, list(bad), lo, hi)))
+        return
+    except pl.exceptions.PolarsError:
+        pass
+    if hi - lo > BISECT_LINES:
+        middle = (lo + hi) // 2
+        _parse_lines(path, first_line, block, starts, ends, solid, bad, lo, middle, frames)
+        _parse_lines(path, first_line, block, starts, ends, solid, bad, middle, hi, frames)
+        return
+    for index in range(lo, hi):
+        if not solid[index] or index in bad:
+            continue
+        try:
+            value = json.loads(block[starts[index]:ends[index]])
+        except json.JSONDecodeError as error:
+            bad[index] = f"invalid JSON at column {error.colno}: {error.msg}"
+            continue
+        if not isinstance(value, dict):
+            bad[index] = f"not a JSON object (a JSON {type(value).__name__})"
+    if all(index in bad or not solid[index] for index in range(lo, hi)):
+        return
+    try:  # every line left parses on its own: a type changing inside the run is what is left
+        frames.append(_read_ndjson(_without_lines(block, starts, ends, list(bad), lo, hi), infer_rows=None))
+    except pl.exceptions.PolarsError as error:
+        raise FilesError(f"{path}: lines {first_line + lo}-{first_line + hi - 1}: cannot read as jsonl: {error}") from None
+
+
 def _jsonl_block(path: Path, block: bytes, first_line: int) -> ParsedBatch:
-    """One block of whole lines: Polars parses it at once; only a block that fails is parsed
-    line by line (json) to find the bad lines, which are then left out."""
+    """One block of whole lines: Polars parses it at once; in a block that fails, the failing
+    runs of lines are halved until short, and only those are parsed line by line."""
     starts, ends, solid = _line_spans(block)
     bad = _invalid_utf8_lines(block, starts, ends)
-    try:
-        frame = _read_ndjson(_without_lines(block, starts, ends, list(bad))) if solid.any() else pl.DataFrame()
-    except pl.exceptions.PolarsError:
-        for index in np.flatnonzero(solid):
-            if int(index) in bad:
-                continue
-            try:
-                value = json.loads(block[starts[index]:ends[index]])
-            except json.JSONDecodeError as error:
-                bad[int(index)] = f"invalid JSON at column {error.colno}: {error.msg}"
-                continue
-            if not isinstance(value, dict):
-                bad[int(index)] = f"not a JSON object (a JSON {type(value).__name__})"
-        try:  # every line now parses: a type that changes late in the block is what is left
-            frame = _read_ndjson(_without_lines(block, starts, ends, list(bad)), infer_rows=None)
-        except pl.exceptions.PolarsError as error:
-            raise FilesError(f"{path}: lines {first_line}-{first_line + len(ends) - 1}: "
-                             f"cannot read as jsonl: {error}") from None
+    frames: list[pl.DataFrame] = []
+    _parse_lines(path, first_line, block, starts, ends, solid, bad, 0, len(ends), frames)
+    frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else (frames[0] if frames else pl.DataFrame())
     kept = solid.copy()
     kept[list(bad)] = False
     lines = first_line + np.flatnonzero(kept)
