@@ -217,3 +217,25 @@ def test_parquet_chats_resume_and_rerun_byte_identical(tmp_path, local_engine):
         shards = sorted(p.relative_to(tmp_path / "a" / name) for p in (tmp_path / "a" / name).rglob("*.parquet"))
         assert shards and all((tmp_path / "a" / name / s).read_bytes() == (tmp_path / "b" / name / s).read_bytes()
                               for s in shards)
+
+
+def test_the_command_line_reads_kinds_and_names_a_bad_line(shared_data, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    def pipeline_cli(*args: str):
+        return CliRunner().invoke(cli, list(args), prog_name="pipeline")
+
+    roleplay = str(shared_data / "instruct" / "gpteacher_roleplay.json.gz")
+    out = pipeline_cli("fetch", "files", "--glob", roleplay, "--kind", "chat", "--format", "alpaca",
+                       "--workers", "0", "--output", str(tmp_path / "raw"))
+    assert out.exit_code == 0, out.output
+    frame = Dataset(tmp_path / "raw").scan().collect()
+    assert frame.height == 3146 and set(frame["kind"]) == {"chat"}
+    assert {tuple(m["role"] for m in ms) for ms in frame["messages"].to_list()} == {("user", "assistant")}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
+    out = pipeline_cli("fetch", "files", "--glob", str(bad), "--kind", "instruction", "--strict",
+                       "--workers", "0", "--output", str(tmp_path / "strict"))
+    assert out.exit_code != 0 and f"{bad}:2: invalid JSON at column 29" in out.output
