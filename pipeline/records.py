@@ -76,6 +76,18 @@ def used_fields(fmt: str, columns: list[str] | set[str]) -> set[str]:
     return fields & set(columns)
 
 
+def with_record_columns(docs: pl.DataFrame) -> pl.DataFrame:
+    """Documents with the record columns (kind "text", the others null) after the document
+    columns, to share a dataset with instruction or chat records; other columns follow. A frame
+    that has a `kind` column already is returned as it is."""
+    if "kind" in docs.columns:
+        return docs
+    others = [c for c in docs.columns if c not in RECORD_SCHEMA]
+    return docs.with_columns(pl.lit("text").alias("kind"), *[
+        pl.lit(None, dtype).alias(name) for name, dtype in RECORD_COLUMNS.items() if name != "kind"
+    ]).select([*RECORD_SCHEMA, *others]).cast(RECORD_SCHEMA)
+
+
 def kind_of(schema: pl.Schema | dict) -> str:
     """"text" for a dataset without a `kind` column, else "records" (rows say their kind)."""
     return "records" if "kind" in schema else "text"

@@ -3,7 +3,9 @@
 Pages (crawl, HTML files, WARC captures) become raw rows (url, final_url, status,
 content_type, headers, body, fetched_at, source, error) for `extract`; structured records
 (CSV, TSV, JSONL, Parquet, API, SQL) become documents (id, source, url, fetched_at, title,
-text, label, meta). Output is Hive-partitioned `source=<name>/date=<day>/`, rolled by size. A
+text, label, meta), or instruction/chat records (pipeline.records) with `fetch files --kind`;
+a malformed line or invalid record of a file goes to rejected/<output>/ with file, line and
+reason. Output is Hive-partitioned `source=<name>/date=<day>/`, rolled by size. A
 failed fetch is a row with its error, never a silent gap. A killed run re-run with the same
 output resumes (crawls from their last checkpoint, files by finished file). Each source kind
 is a sub-command: `pipeline fetch crawl --seed https://example.org/ --output out/raw`,

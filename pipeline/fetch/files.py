@@ -523,8 +523,8 @@ def _generalised(reason: pl.Expr) -> pl.Expr:
 
 
 def _read_records(task: FilesTask, roller: ShardRoller, rejects: ShardRoller) -> dict[str, int]:
-    from pipeline.fetch.records import _jsonable, records_to_kind, with_record_columns
-    from pipeline.records import RecordFormatError
+    from pipeline.fetch.records import _jsonable, records_to_kind
+    from pipeline.records import RecordFormatError, with_record_columns
 
     options = task.options
     path = Path(task.paths[0])

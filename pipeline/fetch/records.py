@@ -110,14 +110,6 @@ def records_to_kind(
     return docs.select([*RECORD_SCHEMA, "reason"]).cast({**RECORD_SCHEMA, "reason": pl.String})
 
 
-def with_record_columns(docs: pl.DataFrame) -> pl.DataFrame:
-    """Text documents in RECORD_SCHEMA (kind "text", the record columns null), to share a
-    dataset with instruction or chat records."""
-    return docs.with_columns(pl.lit("text").alias("kind"), *[
-        pl.lit(None, dtype).alias(name) for name, dtype in RECORD_COLUMNS.items() if name != "kind"
-    ]).select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA)
-
-
 def _map_fields(frame: pl.DataFrame, fields, used: set[str], exprs: dict[str, pl.Expr], source: str,
                 key_prefix: str, row_offset: int, fetched_at: datetime) -> pl.DataFrame:
     """The document columns of a batch: `exprs` (text), title/label/url from their fields, the id,

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.clean import Options, clean_shard
 from pipeline.fetch.options import FilesSource
-from pipeline.fetch.records import records_to_kind, with_record_columns
-from pipeline.records import chat_text
+from pipeline.fetch.records import records_to_kind
+from pipeline.records import chat_text, with_record_columns
 
 LOOSE = dict(min_words=3, min_sentences=None, min_punct_lines_ratio=None, min_stop_words=None,
              min_alpha_words_ratio=None, max_mean_word_length=None, min_mean_word_length=None,

@@ -239,3 +239,14 @@ def test_the_command_line_reads_kinds_and_names_a_bad_line(shared_data, tmp_path
     out = pipeline_cli("fetch", "files", "--glob", str(bad), "--kind", "instruction", "--strict",
                        "--workers", "0", "--output", str(tmp_path / "strict"))
     assert out.exit_code != 0 and f"{bad}:2: invalid JSON at column 29" in out.output
+
+
+def test_text_and_instruction_files_share_one_dataset(tmp_path, local_engine):
+    texts = _write_jsonl(tmp_path / "docs.jsonl", [{"text": "A plain document.", "label": "news"}])
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Say hi.", "response": "Hi."}])
+    frame, _, result = fetch(tmp_path / "raw", local_engine, FilesSource(glob=[str(texts)], name="docs"),
+                             FilesSource(glob=[str(pairs)], record_kind="instruction", name="pairs"))
+    assert result.rows_out == 2 and frame.schema["messages"] == MESSAGES
+    rows = {r["kind"]: r for r in frame.iter_rows(named=True)}
+    assert (rows["text"]["text"], rows["text"]["label"], rows["text"]["prompt"]) == ("A plain document.", "news", None)
+    assert (rows["instruction"]["text"], rows["instruction"]["label"]) == ("Say hi.\n\nHi.", None)
