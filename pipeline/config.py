@@ -18,7 +18,7 @@ from pipeline.stage import Options
 from pipeline.stages import ORDER, STAGES
 
 StageName = Literal["fetch", "extract", "clean", "chunk", "dedup", "features", "cluster", "label", "template",
-                    "split", "tokens", "report", "export"]
+                    "split", "decontaminate", "tokens", "report", "export"]
 
 
 class ConfigError(ValueError):
