@@ -98,6 +98,9 @@ class Options(StageOptions):
     ngram: int = Field(13, ge=1, le=64)
     """Words per n-gram; a row sharing one n-gram with an eval text is contaminated (13 as in
     GPT-3's decontamination; smaller catches more, and more false matches)."""
+    numbers: Literal["keep", "zero"] = "keep"
+    """keep: numbers are tokens like words; zero: every number counts as 0 (as datatrove does),
+    so texts that differ only in their numbers match (a GSM8K problem with new numbers)."""
     own_splits: bool = True
     """Also check train against our own val and test rows (sets named val and test)."""
     mode: Literal["drop", "flag"] = "drop"
@@ -125,6 +128,7 @@ class ShardOptions:
     ngram: int
     mode: str
     sets: list[tuple[str, str]]
+    zero_numbers: bool = False
 
 
 def contamination(frame: pl.DataFrame, options: ShardOptions) -> pl.DataFrame:
@@ -135,7 +139,7 @@ def contamination(frame: pl.DataFrame, options: ShardOptions) -> pl.DataFrame:
     found = []
     offsets = texts.str.len_bytes().fill_null(0).to_numpy()
     for a, b in batches(offsets):
-        w = windows(texts.slice(a, b - a), options.ngram)
+        w = windows(texts.slice(a, b - a), options.ngram, options.zero_numbers)
         window_rows = rows[a + w.unit]
         for index, hashes in enumerate(sets):
             hit = np.flatnonzero(contains(hashes, w.hashes))
@@ -224,10 +228,12 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     if state.get("fingerprint") != out.fingerprint:
         state = {"fingerprint": out.fingerprint, "sets": {}}
         for name, files, fields in plan:
-            state["sets"][name] = build_set(engine, name, files, fields, options.ngram, folder)
+            state["sets"][name] = build_set(engine, name, files, fields, options.ngram, folder,
+                                            options.numbers == "zero")
         write_json_atomic(state_path, state)
     shard_options = ShardOptions(options.ngram, options.mode,
-                                 [(name, str(folder / f"{name}.npy")) for name, _, _ in plan])
+                                 [(name, str(folder / f"{name}.npy")) for name, _, _ in plan],
+                                 options.numbers == "zero")
     shards, tasks = map_tasks(inputs, decontaminate_shard, shard_options, out)
     todo, done = pending_tasks(out, tasks)
     records = done + engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc=STAGE)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline.config import ConfigError
 from pipeline.dataset import Dataset
 from pipeline.decontaminate.ngrams import batches, windows
 from pipeline.fetch.files import COMPRESSIONS, open_maybe_compressed
@@ -37,7 +38,7 @@ EVAL_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parque
                 ".csv": "csv", ".tsv": "tsv"}
 
 
-class EvalSetError(ValueError):
+class EvalSetError(ConfigError):
     """An eval set cannot be read or lacks a named field; the message names the file and field."""
 
 
@@ -135,6 +136,7 @@ class PartTask:
     fields: list[str] | None  # None: the record's own texts by kind (our val/test)
     n: int
     target: Path
+    zero_numbers: bool = False
 
 
 def hash_part(task: PartTask) -> dict[str, int]:
@@ -144,7 +146,7 @@ def hash_part(task: PartTask) -> dict[str, int]:
     else:
         texts = field_texts(frame, task.fields, f"eval set {task.name!r}, {task.source}")
     lengths = texts.str.len_bytes().to_numpy()
-    parts = [np.unique(windows(texts.slice(a, b - a), task.n).hashes) for a, b in batches(lengths)]
+    parts = [np.unique(windows(texts.slice(a, b - a), task.n, task.zero_numbers).hashes) for a, b in batches(lengths)]
     hashes = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
     save_npy(task.target, hashes)
     return {"rows": frame.height, "texts": texts.len(), "ngrams": int(len(hashes))}
@@ -181,12 +183,13 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def build_set(engine, name: str, sources: list[Path], fields: list[str] | None, n: int, folder: Path) -> dict[str, int]:
+def build_set(engine, name: str, sources: list[Path], fields: list[str] | None, n: int, folder: Path,
+              zero_numbers: bool = False) -> dict[str, int]:
     """Write ``folder/<name>.npy`` (sorted unique uint64) from the sources; return counts."""
     work = folder / "_parts" / name
     if work.exists():
         shutil.rmtree(work)
-    tasks = [PartTask(name, source, fields, n, work / f"{k:06d}.npy") for k, source in enumerate(sources)]
+    tasks = [PartTask(name, source, fields, n, work / f"{k:06d}.npy", zero_numbers) for k, source in enumerate(sources)]
     counts = engine.map(hash_part, tasks, labels=[str(s) for s in sources], desc=f"decontaminate:{name}")
     parts = [t.target for t in tasks]
     upper = sum(c["ngrams"] for c in counts)

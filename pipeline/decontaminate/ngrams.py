@@ -4,7 +4,9 @@ Normalisation (the same for train rows and eval sets, documented in docs/stages/
 NFKC (only for texts with a non-ASCII character: it is the identity on ASCII), lower case, then
 the tokens are the ``\\w+`` runs (Unicode letters, digits, underscore). Everything else (spaces,
 tabs, line breaks, punctuation, symbols) only separates tokens, so "Janet's  ducks,\\nlay" and
-"JANET S DUCKS LAY" have the same tokens.
+"JANET S DUCKS LAY" have the same tokens. With `zero_numbers` (option `numbers = "zero"`), every
+number becomes "0" first, as datatrove's normalisation does: problems that differ only in their
+numbers then match.
 
 Hashes (uint64, the same on every machine): each token is hashed with xxHash64 (seed 0,
 polars-hash); the n-gram starting at token i of a text is
@@ -26,18 +28,22 @@ from pipeline.dedup.minhash import splitmix64
 from pipeline.hashing import xxhash64
 
 TOKEN_PATTERN = r"\w+"
+NUMBER_PATTERN = r"\d+([.,]\d+)?"  # a number as datatrove's text normalisation sees one
 _P = 0x9E3779B97F4A7C15  # odd: invertible mod 2**64
 _P_INV = pow(_P, -1, 2**64)
 _LENGTH_SALT = np.uint64(0xC2B2AE3D27D4EB4F)  # keeps windows of different lengths apart
 BATCH_BYTES = 32_000_000  # text bytes tokenised at once: bounds the token arrays of a batch
 
 
-def normalised_tokens(texts: pl.Series) -> pl.Series:
-    """Per text, its list of normalised tokens (see the module docstring); null → empty list."""
+def normalised_tokens(texts: pl.Series, zero_numbers: bool = False) -> pl.Series:
+    """Per text, its list of normalised tokens (see the module docstring); null → empty list.
+    `zero_numbers`: every number (digits, optionally a decimal part) becomes the token "0"."""
     frame = pl.DataFrame({"t": texts.cast(pl.String).fill_null("")})
     wide = pl.col("t").str.contains(r"[^\x00-\x7F]")
-    text = pl.when(wide).then(pl.col("t").str.normalize("NFKC")).otherwise(pl.col("t"))
-    return frame.select(text.str.to_lowercase().str.extract_all(TOKEN_PATTERN).alias("tokens"))["tokens"]
+    text = pl.when(wide).then(pl.col("t").str.normalize("NFKC")).otherwise(pl.col("t")).str.to_lowercase()
+    if zero_numbers:
+        text = text.str.replace_all(NUMBER_PATTERN, "0")
+    return frame.select(text.str.extract_all(TOKEN_PATTERN).alias("tokens"))["tokens"]
 
 
 def _powers(base: int, count: int) -> np.ndarray:
@@ -77,9 +83,9 @@ class Windows:
         return joined["t"].to_list()
 
 
-def windows(texts: pl.Series, n: int) -> Windows:
+def windows(texts: pl.Series, n: int, zero_numbers: bool = False) -> Windows:
     """Every n-gram of every text, and one whole-text window for each text of 1..n-1 tokens."""
-    token_lists = normalised_tokens(texts)
+    token_lists = normalised_tokens(texts, zero_numbers)
     counts = token_lists.list.len().cast(pl.Int64).to_numpy()
     tokens = token_lists.explode().drop_nulls()
     hashed = pl.DataFrame({"t": tokens}).select(xxhash64("t"))["t"].to_numpy().astype(np.uint64)

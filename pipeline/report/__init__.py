@@ -6,7 +6,9 @@ manifest, and writes REPORT/index.html (self-contained: plots embedded, opens fr
 REPORT/metrics.json with volume (rows, words, bytes per source and split), balance (classes per
 split, imbalance ratio, entropy), noise (drops per stage and rule, duplicate rates, missing
 values, label-noise candidates), diversity (vocabulary, distinct n-grams, cluster sizes,
-duplicate groups), completeness (schema, empty and out-of-range values), lineage (every
+duplicate groups), completeness (schema, empty and out-of-range values), per-class drop rates
+(first labelled dataset → final, rejected rows by label), examples per drop reason and
+duplicate group, token-length histograms (`n_tokens`), decontamination counts, lineage (every
 stage's options, counts and time) and a baseline: hashed TF-IDF + logistic regression,
 cross-validated on train and scored on val. Counts cover every row; quantiles, vocabulary and
 the baseline use a seeded sample of at most --sample-rows rows per split.
@@ -46,6 +48,12 @@ class Options(StageOptions):
     """Width of the hashed TF-IDF space of the baseline (a power of two)."""
     noise_examples: int = Field(20, ge=0, le=1000)
     """Label-noise candidates listed by example on the page (all are counted)."""
+    examples: int = Field(3, ge=0, le=50)
+    """Example rows shown per drop reason, and duplicate groups shown (texts cut to 300
+    characters, with their ids); 0 shows none."""
+    loss_warning: float = Field(0.5, gt=0, le=1)
+    """A class is flagged when it lost at least this share of its rows between the first
+    labelled dataset and the final one (or 0.2 more than the overall share lost)."""
     title: str = "Dataset report"
     """Heading of the HTML page."""
     decrypt_key_file: Path | None = None

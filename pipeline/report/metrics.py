@@ -28,6 +28,7 @@ from pipeline.report.profile import (
     merge_profiles,
     profile_shard,
     sample_shard,
+    snippet,
     thresholds_from,
 )
 from pipeline.schema import DOC_SCHEMA
@@ -51,7 +52,8 @@ def compute(inputs: list[Path], options: Any, engine: Engine) -> tuple[dict[str,
         ProfileTask(dataset=info.name, shard=shard, kind=info.kind, columns=info.columns,
                     constants=hive_values(info.path, shard), final=info.name in final_names,
                     text_column=options.text_column, label_column=options.label_column,
-                    seed=options.seed, sample_rows=options.sample_rows, key_file=_key_file(info, options))
+                    seed=options.seed, sample_rows=options.sample_rows, key_file=_key_file(info, options),
+                    examples=options.examples)
         for info in infos for shard in info.shards
     ]
     timings: dict[str, float] = {}
@@ -83,10 +85,15 @@ def compute(inputs: list[Path], options: Any, engine: Engine) -> tuple[dict[str,
                    "by_split": dict(sorted(Counter(sample["split"].to_list()).items()))},
     }
     metrics["volume"] = volume(infos, final_profile, sample)
+    metrics["volume"]["tokens"] = token_lengths(finals, final_profile)
     metrics["balance"] = balance(final_profile)
     metrics["lineage"] = lineage(infos)
     metrics["noise"] = noise(infos, profiles, final_profile)
+    metrics["noise"]["class_drops"] = class_drops(infos, profiles, sorted(final_names), options.loss_warning)
+    metrics["noise"]["examples_by_reason"] = reason_examples(infos, profiles, options.examples)
     metrics["diversity"] = diversity(infos, profiles, final_profile, sample)
+    metrics["diversity"]["duplicate_group_examples"] = group_examples(infos, profiles, options)
+    metrics["decontamination"] = decontamination(infos)
     metrics["completeness"] = completeness(infos, profiles, schemas_by_dataset)
     timings["sections"], mark = time.perf_counter() - mark, time.perf_counter()
     if sample.height:
@@ -521,3 +528,111 @@ def completeness(infos: list[DatasetInfo], profiles: dict[str, Profile],
         out[info.name] = entry
     return {"datasets": out}
 
+
+
+# -- fine-tuning: tokens, per-class losses, examples, decontamination ----------------------------
+def token_lengths(finals: list[DatasetInfo], final: Profile) -> dict[str, Any]:
+    """Token-length histogram per split from the tokens stage's `n_tokens` (absent: said so)."""
+    if not final.token_totals:
+        where = ", ".join(i.name for i in finals) or "no final dataset"
+        return {"status": f"{NOT_APPLICABLE}: no n_tokens column in the final documents ({where}); "
+                          "run the tokens stage for token counts"}
+    hist: dict[str, dict[str, int]] = defaultdict(dict)
+    for (split, bucket), n in sorted(final.token_hist.items()):
+        hist[split][str(bucket)] = n
+    return {
+        "status": "ok",
+        "histogram": dict(sorted(hist.items(), key=lambda kv: _split_key(kv[0]))),
+        "histogram_note": "bucket b holds rows with 2^b - 1 <= n_tokens <= 2^(b+1) - 2",
+        "by_split": {s: {"rows": r, "tokens": t, "mean": t / r if r else 0.0, "max": m}
+                     for s, (r, t, m) in sorted(final.token_totals.items(), key=lambda kv: _split_key(kv[0]))},
+    }
+
+
+def class_drops(infos: list[DatasetInfo], profiles: dict[str, Profile], finals: list[str],
+                warn_share: float) -> dict[str, Any]:
+    """Rows per class in the first labelled dataset and in the final one, the share lost, and the
+    rejected (and duplicate) rows of each class by dataset: a class that lost most of its rows
+    is flagged even when the corpus as a whole lost few."""
+    def labelled(counts: Counter) -> dict[str, int]:
+        return {k: n for k, n in counts.items() if k != NONE and k.strip()}
+
+    docs = [i for i in infos if i.kind == "docs" and labelled(profiles[i.name].labels)]
+    final: Counter = Counter()
+    for name in finals:
+        final.update(labelled(profiles[name].labels))
+    if not docs or not final:
+        return {"status": f"{NOT_APPLICABLE}: no labelled documents"}
+    first = docs[0]
+    start = labelled(profiles[first.name].labels)
+    removed = {i.name: labelled(profiles[i.name].labels) for i in infos
+               if i.kind in ("rejected", "audit") and labelled(profiles[i.name].labels)}
+    overall = 1 - sum(final.values()) / sum(start.values())
+    classes = {}
+    for label in sorted(set(start) | set(final)):
+        before, after = start.get(label, 0), final.get(label, 0)
+        lost = (before - after) / before if before else None
+        classes[label] = {
+            "first": before, "final": after, "lost_share": lost,
+            "removed_by_dataset": {d: c[label] for d, c in removed.items() if c.get(label)},
+            "flagged": lost is not None and (lost >= warn_share or lost >= overall + 0.2),
+        }
+    return {"status": "ok", "first_dataset": first.name, "final_datasets": finals,
+            "overall_lost_share": overall, "warn_share": warn_share, "classes": classes,
+            "flagged": [k for k, v in classes.items() if v["flagged"]]}
+
+
+def reason_examples(infos: list[DatasetInfo], profiles: dict[str, Profile], k: int) -> dict[str, Any]:
+    """A few rows per drop reason of every rejected dataset: id and text (cut)."""
+    out: dict[str, Any] = {}
+    for info in infos:
+        rows = profiles[info.name].reason_examples if info.kind == "rejected" else []
+        per: dict[str, list] = defaultdict(list)
+        for reason, _h, row_id, text in sorted(rows, key=lambda r: (r[0], r[1], str(r[2]))):
+            if len(per[reason]) < k:
+                per[reason].append({"id": row_id, "text": text})
+        if per:
+            out[info.name] = dict(sorted(per.items()))
+    return out
+
+
+def group_examples(infos: list[DatasetInfo], profiles: dict[str, Profile], options: Any) -> list[dict[str, Any]]:
+    """A few duplicate groups of the audit: the kept row (id, text from the dedup output) and the
+    rows removed for it (id, kind, similarity, text), at most 5 members shown per group."""
+    audit = _audit(infos)
+    if audit is None or not options.examples:
+        return []
+    rows = sorted(profiles[audit.name].group_examples, key=lambda r: (r[0], str(r[2])))
+    chosen = sorted({r[0] for r in rows})[:options.examples]
+    groups: dict[int, dict[str, Any]] = {}
+    for g, kept_id, row_id, kind, similarity, text in rows:
+        if g not in chosen:
+            continue
+        group = groups.setdefault(g, {"kept_id": kept_id, "kept_text": None, "removed": 0, "members": []})
+        group["removed"] += 1
+        if len(group["members"]) < 5:
+            group["members"].append({"id": row_id, "kind": kind, "similarity": similarity, "text": text})
+    kept = next((i for i in infos if i.stage == "dedup" and i.kind == "docs" and i.shards), None)
+    if kept is not None and groups:
+        ids = [g["kept_id"] for g in groups.values()]
+        present = set(kept.columns)
+        found = (pl.scan_parquet([str(s) for s in kept.shards], missing_columns="insert", extra_columns="ignore")
+                 .filter(pl.col("id").is_in(ids))
+                 .select("id", snippet(present, options.text_column).alias("text")).collect())
+        texts = dict(found.iter_rows())
+        for group in groups.values():
+            group["kept_text"] = texts.get(group["kept_id"])
+    return [groups[g] for g in chosen]
+
+
+def decontamination(infos: list[DatasetInfo]) -> dict[str, Any]:
+    """Per eval set: its size and the train rows that matched it (the decontaminate stage's counts)."""
+    stage = next((i for i in infos if i.stage == "decontaminate" and i.kind == "docs"), None)
+    if stage is None:
+        return {"status": f"{NOT_APPLICABLE}: the decontaminate stage did not run"}
+    extra = (stage.manifest or {}).get("extra") or {}
+    result = stage.result or {}
+    return {"status": "ok", "dataset": stage.name, "mode": extra.get("mode"), "ngram": extra.get("ngram"),
+            "train_rows_checked": (result.get("details") or {}).get("train_rows_checked"),
+            "contaminated_rows": (result.get("details") or {}).get("contaminated_rows"),
+            "dropped": result.get("dropped") or {}, "benchmarks": extra.get("benchmarks") or {}}

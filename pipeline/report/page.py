@@ -14,6 +14,7 @@ SECTIONS = [
     ("balance", "Balance"),
     ("noise", "Noise"),
     ("diversity", "Diversity"),
+    ("decontamination", "Decontamination"),
     ("completeness", "Completeness and consistency"),
     ("lineage", "Lineage"),
     ("baseline", "Baseline"),
@@ -90,6 +91,7 @@ def render(metrics: dict[str, Any], title: str) -> str:
         "balance": balance(metrics["balance"]),
         "noise": noise(metrics["noise"]),
         "diversity": diversity(metrics["diversity"]),
+        "decontamination": decontamination(metrics["decontamination"]),
         "completeness": completeness(metrics["completeness"]),
         "lineage": lineage(metrics["lineage"]),
         "baseline": baseline(metrics["baseline"]),
@@ -142,7 +144,20 @@ def volume(v: dict[str, Any]) -> str:
          for s, q in in_split_order(v["length_quantiles_sample"]) for unit in ("words", "chars")])
     hist = {s: {int(b): n for b, n in per.items()} for s, per in in_split_order(v["length_histogram_words"])}
     html += image("plot-lengths", plots.length_distribution(hist), "Length distribution", "no text")
+    t = v["tokens"]
+    html += "<h3>Tokens (n_tokens)</h3>"
+    if t["status"] != "ok":
+        return html + na(t["status"]) + image("plot-tokens", None, "Token-length distribution", "no n_tokens")
+    html += table(["split", "rows", "tokens", "mean", "max"],
+                  [[s, x["rows"], x["tokens"], x["mean"], x["max"]] for s, x in in_split_order(t["by_split"])])
+    token_hist = {s: {int(b): n for b, n in per.items()} for s, per in in_split_order(t["histogram"])}
+    html += image("plot-tokens", plots.length_distribution(token_hist, "tokens", "Token-length distribution"),
+                  "Token-length distribution", "no n_tokens")
     return html
+
+
+def examples_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    return table(columns, [[r.get(c) for c in columns] for r in rows])
 
 
 def balance(b: dict[str, Any]) -> str:
@@ -171,6 +186,31 @@ def noise(n: dict[str, Any]) -> str:
         html += "<h3>Rejected datasets (reason column)</h3>" + table(
             ["dataset", "reason", "rows"],
             [[d, r, c] for d, reasons in n["rejected_rows_by_reason"].items() for r, c in reasons.items()])
+    cd = n["class_drops"]
+    html += "<h3>Rows lost per class</h3>"
+    if cd["status"] != "ok":
+        html += na(cd["status"])
+    else:
+        if cd["flagged"]:
+            html += (f'<p class="warn" id="class-loss-warning">Classes that lost a large share of their rows: '
+                     f'{escape(", ".join(cd["flagged"]))} (overall {cd["overall_lost_share"]:.1%}).</p>')
+        html += (f"<p>From {escape(cd['first_dataset'])} (the first labelled dataset) to "
+                 f"{escape(', '.join(cd['final_datasets']))}.</p>")
+        rows = []
+        for label, c in cd["classes"].items():
+            lost = "–" if c["lost_share"] is None else f"{c['lost_share']:.1%}"
+            mark = f'<b class="warn">{escape(lost)}</b>' if c["flagged"] else escape(lost)
+            removed = "; ".join(f"{escape(d)}: {k:,}" for d, k in c["removed_by_dataset"].items()) or "–"
+            rows.append(f'<tr><td>{escape(label)}</td><td class="n">{c["first"]:,}</td><td class="n">{c["final"]:,}</td>'
+                        f"<td>{mark}</td><td>{removed}</td></tr>")
+        html += ("<table><thead><tr><th>class</th><th>first</th><th>final</th><th>lost</th>"
+                 "<th>removed rows by dataset</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    if n["examples_by_reason"]:
+        html += "<h3>Examples per drop reason</h3>"
+        for dataset, reasons in n["examples_by_reason"].items():
+            html += (f"<details><summary>{escape(dataset)}</summary>" + table(
+                ["reason", "id", "text (cut)"],
+                [[r, e["id"], e["text"]] for r, items in reasons.items() for e in items]) + "</details>")
     dup = n["duplicates"]
     html += "<h3>Duplicates</h3>"
     if dup.get("status") != "ok":
@@ -221,6 +261,13 @@ def diversity(d: dict[str, Any]) -> str:
         html += table(["group size", "groups"], [[int(k), v] for k, v in g["size_histogram"].items()])
     else:
         html += na(g["status"])
+    if d.get("duplicate_group_examples"):
+        html += "<details><summary>Example duplicate groups</summary>"
+        for group in d["duplicate_group_examples"]:
+            html += (f"<h3>kept {escape(str(group['kept_id']))} ({group['removed']:,} removed)</h3>"
+                     f"<pre>{escape(group['kept_text'] or '')}</pre>"
+                     + examples_table(group["members"], ["id", "kind", "similarity", "text"]))
+        html += "</details>"
     ng = d["near_groups"]
     html += "<h3>Near groups of kept rows (dedup's near_group)</h3>"
     if "groups" in ng:
@@ -230,6 +277,18 @@ def diversity(d: dict[str, Any]) -> str:
     else:
         html += na(ng["status"])
     return html
+
+
+def decontamination(d: dict[str, Any]) -> str:
+    if d["status"] != "ok":
+        return na(d["status"])
+    html = (f"<p>{fmt(d['train_rows_checked'])} train rows checked for shared {fmt(d['ngram'])}-grams; "
+            f"{fmt(d['contaminated_rows'])} contaminated "
+            f"({'dropped to rejected/' if d['mode'] == 'drop' else 'flagged and kept'}).</p>")
+    return html + table(
+        ["eval set", "eval rows", "texts", "distinct n-grams", "train rows matching"],
+        [[name, b.get("rows"), b.get("texts"), b.get("ngrams"), b.get("contaminated_train_rows")]
+         for name, b in d["benchmarks"].items()])
 
 
 def completeness(c: dict[str, Any]) -> str:

@@ -27,8 +27,9 @@ def _colour(split: str, index: int) -> str:
     return SPLIT_COLOURS.get(split, f"C{index % 10}")
 
 
-def length_distribution(hist: dict[str, dict[int, int]]) -> str | None:
-    """Documents per length bucket (words, powers of two), one bar series per split (in order)."""
+def length_distribution(hist: dict[str, dict[int, int]], unit: str = "words",
+                        title: str = "Length distribution") -> str | None:
+    """Documents per length bucket (`unit`, powers of two), one bar series per split (in order)."""
     if not hist:
         return None
     buckets = sorted({b for per in hist.values() for b in per})
@@ -39,9 +40,9 @@ def length_distribution(hist: dict[str, dict[int, int]]) -> str | None:
         ax.bar(xs, [per.get(b, 0) for b in buckets], width=width, label=split, color=_colour(split, i))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(buckets))])
     ax.set_xticklabels([_bucket_label(b) for b in buckets], rotation=45, ha="right", fontsize=8)
-    ax.set_xlabel("words per document")
+    ax.set_xlabel(f"{unit} per document")
     ax.set_ylabel("documents")
-    ax.set_title("Length distribution")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return to_base64(fig)
 

@@ -25,6 +25,8 @@ import pyarrow.parquet as pq
 from pipeline.hashing import xxhash64
 
 NONE = "(none)"
+TOKENS = "n_tokens"  # the tokens stage's column
+SNIPPET_CHARS = 300  # characters of a text shown as an example
 ALL = "all"
 SIMILARITY_BINS = 20  # histogram of duplicate similarity over [0, 1]
 NESTED = ("list", "large_list", "fixed_size_list", "struct", "map", "array")
@@ -56,6 +58,7 @@ class ProfileTask:
     sample_rows: int
     thresholds: dict[str, int] = field(default_factory=dict)
     key_file: str | None = None  # the key file of an encrypted shard (split --encrypt-key-file)
+    examples: int = 3  # example rows kept per drop reason and duplicate groups shown
 
 
 def _is_nested(dtype: str) -> bool:
@@ -186,9 +189,68 @@ def _profile_shard(task: ProfileTask, known_nulls: dict[str, int]) -> dict[str, 
         out["clusters"] = _counts(frame, pl.col("cluster").cast(pl.String).fill_null(NONE))
     if "near_group" in present:
         out["near_group_rows"] = int(frame.select(pl.col("near_group").is_not_null().sum()).collect().item())
+    label = task.label_column
+    if label in present and not _is_nested(dtypes[label]):
+        out["labels"] = _counts(frame, pl.col(label).cast(pl.String).fill_null(NONE))
+    if task.final and TOKENS in present and schema[TOKENS].is_numeric():
+        out.update(_token_profile(frame, present))
+    if task.examples and task.kind == "rejected" and "reason" in present:
+        out["reason_examples"] = _reason_examples(task, frame, present)
+    if task.examples and task.kind == "audit" and "kept_id" in present:
+        out["group_examples"] = _group_examples(task, frame, present)
     if task.final and text in present:
         out.update(_text_profile(task, frame, present))
     return out
+
+
+def _token_profile(frame: pl.LazyFrame, present: set[str]) -> dict[str, Any]:
+    """Token-length histogram per split (bucket b: 2^b - 1 <= n_tokens <= 2^(b+1) - 2) and totals."""
+    tokens = pl.col(TOKENS).cast(pl.Int64)
+    measured = frame.select(_split_expr(present).alias("split"), tokens.alias("n")).drop_nulls("n")
+    hist = (measured.select("split", (pl.col("n") + 1).log(2).floor().cast(pl.Int32).alias("bucket"))
+            .group_by("split", "bucket").len().collect())
+    totals = measured.group_by("split").agg(pl.len().alias("rows"), pl.col("n").sum().alias("sum"),
+                                            pl.col("n").max().alias("max")).collect()
+    return {"token_hist": {(s, int(b)): int(n) for s, b, n in hist.iter_rows()},
+            "token_totals": {s: [int(r), int(t), int(m)] for s, r, t, m in totals.iter_rows()}}
+
+
+def snippet(present: set[str], text_column: str) -> pl.Expr:
+    """A row's text cut to SNIPPET_CHARS (the prompt for records without a text)."""
+    text = pl.col(text_column).cast(pl.String) if text_column in present else pl.lit(None, pl.String)
+    if "prompt" in present:
+        text = pl.coalesce(text, pl.col("prompt").cast(pl.String))
+    return text.fill_null("").str.slice(0, SNIPPET_CHARS)
+
+
+def _id_expr(present: set[str]) -> pl.Expr:
+    return pl.col("id").cast(pl.String) if "id" in present else pl.lit(None, pl.String)
+
+
+def _reason_examples(task: ProfileTask, frame: pl.LazyFrame, present: set[str]) -> list[tuple]:
+    """Per reason the `examples` rows with the smallest seeded hash: (reason, hash, id, text).
+    The driver keeps the smallest over all shards, so the choice does not depend on sharding."""
+    rows = (frame.select(pl.col("reason").cast(pl.String).fill_null(NONE).alias("reason"),
+                         sample_key(task, present).alias("h"), _id_expr(present).alias("id"),
+                         snippet(present, task.text_column).alias("text"))
+            .group_by("reason").agg(pl.all().bottom_k_by("h", task.examples)).explode("h", "id", "text")
+            .collect())
+    return rows.rows()
+
+
+def _group_examples(task: ProfileTask, frame: pl.LazyFrame, present: set[str]) -> list[tuple]:
+    """Every audit row of the `examples` groups (kept_id) with the smallest seeded hashes in this
+    shard: (group hash, kept_id, id, kind, similarity, text). A group among the smallest overall
+    is among the smallest of every shard that holds a member, so the driver sees all members."""
+    group = xxhash64(pl.concat_str(pl.lit(f"{task.seed}:"), pl.col("kept_id").cast(pl.String).fill_null("")))
+    rows = frame.select(
+        group.alias("g"), pl.col("kept_id").cast(pl.String), _id_expr(present).alias("id"),
+        (pl.col("kind").cast(pl.String) if "kind" in present else pl.lit(None, pl.String)).alias("kind"),
+        (pl.col("similarity").cast(pl.Float64) if "similarity" in present else pl.lit(None, pl.Float64)).alias("similarity"),
+        snippet(present, task.text_column).alias("text"),
+    ).collect()
+    chosen = rows["g"].unique().bottom_k(task.examples)
+    return rows.filter(pl.col("g").is_in(chosen.implode())).sort("g", "id").rows()
 
 
 def _counts(frame: pl.LazyFrame, key: pl.Expr) -> dict[str, int]:
@@ -281,6 +343,11 @@ class Profile:
     groups: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     length_hist: Counter = field(default_factory=Counter)
     bottom_hashes: list[dict[str, np.ndarray]] = field(default_factory=list)
+    labels: Counter = field(default_factory=Counter)
+    token_hist: Counter = field(default_factory=Counter)
+    token_totals: dict[str, list[int]] = field(default_factory=dict)
+    reason_examples: list[tuple] = field(default_factory=list)
+    group_examples: list[tuple] = field(default_factory=list)
     has_text: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -292,8 +359,13 @@ def merge_profiles(parts: list[dict[str, Any]]) -> Profile:
         if "error" in part:
             profile.errors.append(part["error"])
         for name in ("nulls", "empty", "out_of_range", "reasons", "dup_kinds", "similarity_bins",
-                     "clusters", "length_hist"):
+                     "clusters", "length_hist", "labels", "token_hist"):
             getattr(profile, name).update(part.get(name, {}))
+        for split, (rows, total, longest) in part.get("token_totals", {}).items():
+            acc = profile.token_totals.setdefault(split, [0, 0, 0])
+            acc[0], acc[1], acc[2] = acc[0] + rows, acc[1] + total, max(acc[2], longest)
+        profile.reason_examples += part.get("reason_examples", [])
+        profile.group_examples += part.get("group_examples", [])
         profile.near_group_rows += part.get("near_group_rows", 0)
         if "groups" in part:
             profile.has_text = True

@@ -348,3 +348,37 @@ def test_cli_and_option_validation(sms_job, tmp_path):
                           "--output", str(tmp_path / "x"), "--hash-features", "1000"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "hash_features" in bad.stderr and "power of two" in bad.stderr
+
+
+def test_sms_job_losses_and_examples_match_plain_python(full_report):
+    job, _, out, m = full_report
+    drops = m["noise"]["class_drops"]
+    first, final = Counter(r["label"] for r in job.docs), Counter(r["label"] for r in job.final)
+    assert drops["first_dataset"] == "docs" and drops["final_datasets"] == ["splits"]
+    assert math.isclose(drops["overall_lost_share"], 1 - sum(final.values()) / sum(first.values()))
+    rejected_by_label = Counter(r["label"] for r in job.rejected)
+    for label, entry in drops["classes"].items():
+        assert (entry["first"], entry["final"]) == (first[label], final[label])
+        assert math.isclose(entry["lost_share"], 1 - final[label] / first[label])
+        assert entry["removed_by_dataset"] == {"rejected/clean": rejected_by_label[label]}
+    # examples: at most 3 per reason, each a real rejected row of that reason, text cut to 300
+    by_id = {r["id"]: r for r in job.rejected}
+    examples = m["noise"]["examples_by_reason"]["rejected/clean"]
+    assert set(examples) == {r["reason"] for r in job.rejected}
+    for reason, items in examples.items():
+        assert len(items) == min(3, sum(r["reason"] == reason for r in job.rejected))
+        for item in items:
+            assert by_id[item["id"]]["reason"] == reason and item["text"] == by_id[item["id"]]["text"][:300]
+    groups = m["diversity"]["duplicate_group_examples"]
+    members = Counter(a["kept_id"] for a in job.audit)
+    texts = {r["id"]: r["text"] for r in job.docs}
+    assert len(groups) == 3
+    for group in groups:
+        assert group["removed"] == members[group["kept_id"]] and group["kept_text"] == texts[group["kept_id"]][:300]
+        # the members are that group's audit rows (this audit has no text column: texts empty)
+        assert {x["id"] for x in group["members"]} <= {a["id"] for a in job.audit if a["kept_id"] == group["kept_id"]}
+        assert len(group["members"]) == min(5, group["removed"]) and {x["text"] for x in group["members"]} == {""}
+    assert m["volume"]["tokens"]["status"].startswith("not applicable: no n_tokens")
+    assert m["decontamination"]["status"].startswith("not applicable")
+    html = (out / HTML_NAME).read_text()
+    assert 'id="decontamination"' in html and "Examples per drop reason" in html
