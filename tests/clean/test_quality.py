@@ -127,7 +127,7 @@ PROSE = ("The committee met on Tuesday to review the budget and to discuss the p
     ("\n".join(["- item one here", "- item two here"] * 30) + "\n" + PROSE, {}, "gopher_bullet_lines"),
     ("1234 5678 9012 3456 " * 30 + PROSE, {}, "gopher_alpha_words"),
     ("Antidisestablishmentarianism " * 60 + ".", {"min_sentences": None}, "gopher_max_mean_word_length"),
-    (PROSE * 3, {"max_words": 40}, "gopher_max_words"),
+    (PROSE * 3, {"max_words": 40, "min_words": 10}, "gopher_max_words"),
     ("", {}, "empty"),
 ])
 def test_hand_cases(text, options, reason):
