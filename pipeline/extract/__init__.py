@@ -120,6 +120,8 @@ def extract_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
         final_url = row["final_url"] or row["url"]
         meta = {k: result[k] for k in ("lang", "canonical", "date", "description") if result[k]}
         meta["encoding"] = result["encoding"]
+        if result["encoding_source"] == "guessed":  # no BOM, no declaration, not UTF-8: say so
+            meta["encoding_guessed"] = True
         if row["final_url"] and row["final_url"] != row["url"]:
             meta["requested_url"] = row["url"]
         titles.append(result["title"])

@@ -28,7 +28,7 @@ from collections import Counter
 
 from lxml import etree
 
-from pipeline.extract.encoding import decode_html
+from pipeline.extract.encoding import Decoded, detect_html
 
 
 class ExtractError(ValueError):
@@ -59,14 +59,15 @@ def looks_binary(body: bytes) -> bool:
     return control > len(head) * 0.05
 
 
-def parse_html(html: bytes | str, content_type: str | None = None) -> tuple[etree._Element, str]:
-    """(root element, encoding used); raises ExtractError for binary or empty input."""
+def parse_html(html: bytes | str, content_type: str | None = None) -> tuple[etree._Element, Decoded]:
+    """(root element, how the bytes were decoded); raises ExtractError for binary or empty input."""
     if isinstance(html, str):
-        text, encoding = html, "str"
+        text, encoding = html, Decoded(html, "str", "str")
     else:
         if looks_binary(html):
             raise ExtractError("binary")
-        text, encoding = decode_html(html, content_type)
+        encoding = detect_html(html, content_type)
+        text = encoding.text
     if not text.strip():
         raise ExtractError("empty")
     data = text.encode("utf-8", "replace")
@@ -511,7 +512,8 @@ def extract_html(html: bytes | str, url: str | None = None, content_type: str | 
     """Main text and metadata of one HTML page.
 
     Returns a dict with `title`, `text` (paragraphs separated by blank lines, headings on their
-    own lines), `lang`, `canonical`, `date`, `description` (None when absent) and `encoding`.
+    own lines), `lang`, `canonical`, `date`, `description` (None when absent), `encoding` (the
+    codec) and `encoding_source` (bom, utf-8, header, meta, guessed, or str for a str page).
     Raises ExtractError("binary" | "empty" | "unparsable: ...") when there is no page to read.
     """
     root, encoding = parse_html(html, content_type)
@@ -542,6 +544,7 @@ def extract_html(html: bytes | str, url: str | None = None, content_type: str | 
         "canonical": meta.get("canonical"),
         "date": meta.get("date"),
         "description": meta.get("description"),
-        "encoding": encoding,
+        "encoding": encoding.codec,
+        "encoding_source": encoding.source,
         "url": url,
     }
