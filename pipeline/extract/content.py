@@ -129,6 +129,8 @@ def read_metadata(root: etree._Element) -> dict[str, str]:
                 continue
             if key == "og:title":
                 meta.setdefault("og_title", content)
+            elif key == "og:site_name":
+                meta.setdefault("site_name", content)
             elif key in ("description", "og:description"):
                 meta.setdefault("description", content)
             elif key == "content-language" and not lang:
@@ -225,6 +227,9 @@ def prune(body: etree._Element) -> None:
             continue
         if tag in ("html", "main", "article"):
             continue
+        if tag == "a" and _is_permalink(el):
+            doomed.append(el)  # Sphinx's `¶` and its kin: a heading's anchor, not its text
+            continue
         tokens = _class_tokens(el)
         if tokens and not _POSITIVE.intersection(tokens) and _NEGATIVE.intersection(tokens):
             doomed.append(el)
@@ -258,6 +263,19 @@ def _attached(el: etree._Element, body: etree._Element) -> bool:
 
 def _inside_article(el: etree._Element) -> bool:
     return any(a.tag in ("article", "main") for a in el.iterancestors())
+
+
+# what documentation generators put after a heading as its permalink (Sphinx, MkDocs, Hugo, ...)
+_PERMALINK_MARKS = frozenset({"¶", "#", "§", "🔗", "\u00b6\ufe0e", "link"})
+_PERMALINK_CLASSES = frozenset({"headerlink", "anchorlink", "anchor-link", "header-anchor", "heading-anchor",
+                                "permalink", "hash-link"})
+
+
+def _is_permalink(el: etree._Element) -> bool:
+    if _PERMALINK_CLASSES.intersection(_class_tokens(el)):
+        return True
+    href = el.get("href") or ""
+    return href.startswith("#") and "".join(el.itertext()).strip() in _PERMALINK_MARKS
 
 
 def _remove_keep_tail(el: etree._Element) -> None:
@@ -507,6 +525,22 @@ def select_text(blocks: list[Block], container: etree._Element, link_filter: boo
 
 FALLBACK_SHARE = 0.25  # kept text under this share of the page → keep the pruned page
 
+_TITLE_SEPARATORS = re.compile(r"\s+(?:[—–|·:»/-]|::)\s+")
+
+
+def without_site_name(title: str | None, site_name: str | None) -> str | None:
+    """TITLE without a leading or trailing `SITE_NAME` part (`X | Site`, `Site — X`)."""
+    if not title or not site_name:
+        return title
+    parts = _TITLE_SEPARATORS.split(title)
+    if len(parts) > 1:
+        if parts[-1].strip().lower() == site_name.strip().lower():
+            return title[: title.rfind(parts[-1])].rstrip(" —–|·:»/-").strip() or title
+        if parts[0].strip().lower() == site_name.strip().lower():
+            return title[len(parts[0]):].lstrip(" —–|·:»/-").strip() or title
+    return title
+
+
 # -- public ------------------------------------------------------------------------------------
 def extract_html(html: bytes | str, url: str | None = None, content_type: str | None = None) -> dict:
     """Main text and metadata of one HTML page.
@@ -521,6 +555,8 @@ def extract_html(html: bytes | str, url: str | None = None, content_type: str | 
     body = root.find("body")
     if body is None:
         body = root
+    first_h1 = body.find(".//h1")  # before pruning: an index page's heading may not survive it
+    page_h1 = _clean("".join(first_h1.itertext())).rstrip("".join(_PERMALINK_MARKS)).strip() if first_h1 is not None else None
     prune(body)
     blocks = text_blocks(body)
     container = choose_container(blocks, body)
@@ -534,9 +570,11 @@ def extract_html(html: bytes | str, url: str | None = None, content_type: str | 
     h1 = next((b.text for b in kept if b.kind == "h1"), None)
     page_title = meta.get("title")
     if h1 and page_title and h1.lower() in page_title.lower():
-        title = h1
+        title = h1  # `<title>` is the h1 plus the site's name: "X — Django 3.2 documentation"
+    elif page_h1 and page_title and page_title.lower().startswith(page_h1.lower() + " "):
+        title = page_h1  # the same for a page whose h1 is not in the text kept (an index page)
     else:
-        title = meta.get("og_title") or page_title or h1
+        title = meta.get("og_title") or without_site_name(page_title, meta.get("site_name")) or h1
     return {
         "title": title or None,
         "text": text,

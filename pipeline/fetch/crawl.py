@@ -31,7 +31,14 @@ from pipeline.dataset import StageOutput, TaskRecord
 from pipeline.fetch.http import HttpClient, Response, media_type
 from pipeline.fetch.options import CrawlSource
 from pipeline.fetch.robots import Robots
-from pipeline.fetch.urls import Scope, UrlError, canonical_url, check_url_address, host_of
+from pipeline.fetch.urls import (
+    Scope,
+    UrlError,
+    UrlPatterns,
+    canonical_url,
+    check_url_address,
+    host_of,
+)
 from pipeline.fetch.writer import ShardRoller, raw_row
 
 log = logging.getLogger(__name__)
@@ -183,6 +190,8 @@ class Crawler:
         self.task = task
         self.source = source
         self.scope = Scope(options.scope, options.seeds)
+        self.patterns = UrlPatterns(options.include, options.exclude)
+        self.excluded: set[str] = set()  # links in scope that a pattern kept out (counted once)
         self.accept_types = {t.lower() for t in options.content_types}
         self.state_path = output.outputs["main"] / "_crawl" / f"{task}.jsonl"
         self.robots: dict[str, asyncio.Task[Robots]] = {}
@@ -305,6 +314,11 @@ class Crawler:
         depths = self.state.depth
         for link in links:
             if link is None or link in depths or not self.scope.allows(link):
+                continue
+            if not self.patterns.allows(link):
+                if link not in self.excluded:
+                    self.excluded.add(link)
+                    self._count("excluded_by_pattern")
                 continue
             self.state.claim(link, depth)
             self.queue.put_nowait((link, depth))

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.fetch.urls import UrlError, canonical_url
+from pipeline.fetch.urls import UrlError, canonical_url, compile_url_pattern
 from pipeline.secrets import ENV_PREFIX
 from pipeline.stage import Options
 
@@ -84,6 +84,13 @@ class _CrawlFields(Options):
     scope: Literal["same-host", "same-domain", "prefix"] = "same-host"
     """Links followed: the seeds' hosts, their domains and subdomains, or URLs under a seed's
     folder."""
+    include: list[str] = []
+    """URL patterns links must match to be followed (any of them; seeds are always fetched): a
+    regular expression searched in the canonical URL (`/library/`), or `glob:` and a shell
+    pattern matched against the whole URL (`glob:*/docs/*`)."""
+    exclude: list[str] = []
+    """URL patterns whose links are not followed (sitemap entries neither), same forms as
+    include: e.g. `/_modules/`, `glob:*/releases/*`."""
     sitemaps: bool = False
     """Also seed from the sitemaps named in robots.txt (or /sitemap.xml)."""
     sort_query: bool = True
@@ -108,6 +115,16 @@ class _CrawlFields(Options):
             except UrlError as error:
                 raise ValueError(str(error)) from None
         return out
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                compile_url_pattern(pattern)
+            except re.error as error:
+                raise ValueError(f"bad pattern {pattern!r}: {error}") from None
+        return patterns
 
     @model_validator(mode="after")
     def _needs_seed(self) -> _CrawlFields:

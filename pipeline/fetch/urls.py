@@ -8,6 +8,7 @@ redirect check use to refuse private, loopback, link-local and other non-public 
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 import socket
@@ -165,6 +166,28 @@ class Scope:
             return url.startswith(self.prefixes)
         host = urlsplit(url).hostname or ""
         return any(host == d or host.endswith("." + d) for d in self.domains)
+
+
+class UrlPatterns:
+    """`include` / `exclude` URL patterns of a crawl: regular expressions searched in the
+    canonical URL, or shell globs matched against the whole URL when written `glob:PATTERN`.
+    A URL passes when it matches an include pattern (or there are none) and no exclude one."""
+
+    def __init__(self, include: list[str], exclude: list[str]):
+        self.include = [compile_url_pattern(p) for p in include]
+        self.exclude = [compile_url_pattern(p) for p in exclude]
+
+    def allows(self, url: str) -> bool:
+        if self.include and not any(p.search(url) for p in self.include):
+            return False
+        return not any(p.search(url) for p in self.exclude)
+
+
+def compile_url_pattern(pattern: str) -> re.Pattern[str]:
+    """A compiled include/exclude pattern (see UrlPatterns); raises re.error for a bad regex."""
+    if pattern.startswith("glob:"):
+        return re.compile(fnmatch.translate(pattern[len("glob:"):]))
+    return re.compile(pattern)
 
 
 def _domain(host: str) -> str:
