@@ -215,3 +215,14 @@ def test_allow_empty_runs_on_and_private_makes_every_output_owner_only(tmp_path,
     for path in written:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+def test_taking_a_jobs_lock_sweeps_the_report_temp_files_a_kill_left(tmp_path):
+    out = tmp_path / "out"
+    leftover = out / "report" / f".index.html.tmp-{uuid.uuid4().hex}"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("<html>half")
+    (out / "report" / "index.html").write_text("<html>whole</html>")
+    with output_lock(out):
+        assert not leftover.exists()
+    assert (out / "report" / "index.html").read_text() == "<html>whole</html>"
