@@ -92,3 +92,26 @@ ratios = "0.8,0.1,0.1"
     metrics = json.loads((tmp_path / "out" / "report" / "metrics.json").read_text())
     assert sum(s["rows"] for s in metrics["volume"]["by_split"].values()) == splits.height
     assert metrics["volume"]["datasets"]["rejected/raw"]["rows"] == 1
+
+
+def test_instruct_recipe_reads_only_what_a_clone_holds(tmp_path, monkeypatch):
+    """jobs/instruct.toml reads data/instruct/ (shipped with the repository, MIT); the whole job
+    runs in tests/test_instruct_job.py, here fetch runs from a copy of jobs/ and data/ alone."""
+    import shutil
+    from pathlib import Path
+
+    from pipeline.config import Job
+
+    repo = Path(__file__).resolve().parent.parent
+    clone = tmp_path / "clone"
+    shutil.copytree(repo / "jobs", clone / "jobs")
+    shutil.copytree(repo / "data", clone / "data")
+    monkeypatch.chdir(clone)
+    job = Job.load(Path("jobs/instruct.toml"))
+    for eval_set in job.options("decontaminate").eval_sets:
+        assert Path(eval_set.path).is_file(), eval_set.path
+    results = {r.stage: r for r in run_job(Path("jobs/instruct.toml"), out=tmp_path / "out", echo=quiet,
+                                           only=["fetch"], engine_overrides={"workers": 0})}
+    assert (results["fetch"].rows_in, results["fetch"].rows_out) == (7473 + 3146, 7473 + 3146)
+    raw = Dataset(tmp_path / "out" / "raw").scan().group_by("source").len().collect()
+    assert dict(raw.iter_rows()) == {"gsm8k": 7473, "gpteacher": 3146}
