@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
+from pipeline.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -111,7 +110,9 @@ class Engine:
         self.scheduler = scheduler or None
         self.threads_per_worker = threads_per_worker
         self.retries = retries
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        # None: a bar on a terminal, else a line every progress_seconds (see pipeline.progress)
+        self.progress = progress
+        self.progress_seconds = 30.0
         self.no_worker_timeout = no_worker_timeout
         self.fetch_timeout = fetch_timeout
         self.recycle_fraction = recycle_fraction
@@ -223,7 +224,8 @@ class Engine:
         labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
         if not items:
             return []
-        bar = tqdm(total=len(items), desc=desc, unit="shard", disable=not self.progress, leave=False)
+        mode = None if self.progress is None else ("bar" if self.progress else "off")
+        bar = Progress(desc, total=len(items), unit="shard", mode=mode, interval=self.progress_seconds)
         try:
             if self.local:
                 results = []

@@ -36,7 +36,7 @@ SOURCE_KINDS: dict[str, type[StageOptions]] = {
 }
 
 # options that change how fast, not what: a resumed crawl may change them
-_SPEED_ONLY = {"concurrency", "per_host", "timeout", "checkpoint_pages", "html_files_per_task", "batch_mb"}
+_SPEED_ONLY = {"concurrency", "per_host", "timeout", "checkpoint_pages", "progress_seconds", "html_files_per_task", "batch_mb"}
 
 
 class Options(StageOptions):

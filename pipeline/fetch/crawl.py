@@ -40,6 +40,7 @@ from pipeline.fetch.urls import (
     host_of,
 )
 from pipeline.fetch.writer import ShardRoller, raw_row
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class Crawler:
         self.counts: dict[str, int] = {}
         self.http: HttpClient | None = None
         self.link_cache: dict[tuple[str, str], str | None] = {}  # canonical forms of links seen
+        self.progress: Progress | None = None
 
     # -- resume ---------------------------------------------------------------------------
     def _load_state(self) -> CrawlState:
@@ -274,9 +276,12 @@ class Crawler:
             if opts.sitemaps:
                 await self._seed_sitemaps()
             workers = [asyncio.create_task(self._worker()) for _ in range(opts.concurrency)]
+            self.progress = Progress(f"crawl {self.source}", unit="page", interval=opts.progress_seconds,
+                                     stats=self._progress_stats)
             try:
                 await self.queue.join()
             finally:
+                self.progress.close()
                 for worker in workers:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
@@ -301,10 +306,15 @@ class Crawler:
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
 
+    def _progress_stats(self) -> dict[str, int]:
+        return {"errors": self.counts.get("pages_failed", 0), "queued": self.queue.qsize()}
+
     def _store(self, url: str, chain: list[str], row: dict) -> None:
         self.unflushed.extend(chain)
         self.since_checkpoint += 1
         self._count("pages_ok" if row["error"] is None else "pages_failed")
+        if self.progress is not None:
+            self.progress.update()
         infos = self.roller.add_row(row)
         if infos or self.since_checkpoint >= self.options.checkpoint_pages:
             # the roller flushed on size (or the page budget says so): checkpoint now

@@ -97,6 +97,9 @@ class _CrawlFields(Options):
     """Canonical URLs sort query parameters (?b=1&a=2 is ?a=2&b=1), so a page is fetched once."""
     max_redirects: int = Field(5, ge=0, le=30)
     """Redirect hops followed per page; more is recorded as an error."""
+    progress_seconds: float = Field(10.0, gt=0)
+    """Where stderr is not a terminal, a progress line (pages, rate, errors, queue) at most this
+    often; on a terminal a live bar instead."""
     checkpoint_pages: int = Field(500, ge=1)
     """Write a shard and checkpoint the frontier at least every this many pages (resume point)."""
     content_types: list[str] = ["text/html", "application/xhtml+xml", "text/plain"]
