@@ -55,9 +55,13 @@ class RecordFormatError(ValueError):
     """Records whose fields fit no known layout, or a layout that cannot give the asked kind."""
 
 
-def detect_format(columns: list[str] | set[str]) -> str:
-    """The first layout of FORMAT_FIELDS whose identifying fields are all present."""
-    present = set(columns)
+def detect_format(columns: list[str] | set[str] | pl.Schema) -> str:
+    """The first layout of FORMAT_FIELDS whose identifying fields are all present (given a
+    schema, a field that is null in every record does not count)."""
+    if isinstance(columns, pl.Schema | dict):
+        present = {name for name, dtype in columns.items() if dtype != pl.Null}
+    else:
+        present = set(columns)
     for name, fields in FORMAT_FIELDS.items():
         if present.issuperset(fields):
             return name
@@ -166,7 +170,7 @@ def read_chat(frame: pl.DataFrame, fmt: str) -> pl.DataFrame:
         raise RecordFormatError(f"{fmt} records need a {column!r} field; the records have {sorted(frame.columns)}")
     dtype = frame.schema[column]
     if dtype == pl.Null:  # every record of the batch lacks it
-        return frame.select(pl.lit(None, MESSAGES).alias("messages"))
+        return frame.with_columns(pl.lit(None, MESSAGES).alias("messages")).select("messages")
     role = _message_field(dtype, role_key, fmt, column)
     if fmt == "sharegpt":
         role = role.replace(SHAREGPT_ROLES)

@@ -144,3 +144,11 @@ def test_every_chat_reason():
         "chat: no messages",
         "chat: no messages",
     ]
+
+
+def test_a_field_null_in_every_record_neither_decides_the_layout_nor_shrinks_the_batch():
+    frame = pl.DataFrame({"messages": [None, None], "conversations": [[{"from": "human", "value": "Q"},
+                                                                      {"from": "gpt", "value": "A"}], None]})
+    assert detect_format(frame.schema) == "sharegpt" and detect_format(frame.columns) == "openai"
+    out = read_chat(frame.select("messages"), "openai")
+    assert out.height == 2 and out.select(chat_rejection()).to_series().to_list() == ["chat: no messages"] * 2

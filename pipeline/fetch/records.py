@@ -94,7 +94,7 @@ def records_to_kind(
     detected from the batch's fields). `text` is the record's rendering; ids as in
     `records_to_docs`. Fields the layout does not read go to `meta`.
     """
-    fmt = detect_format(frame.columns) if record_format == "auto" else record_format
+    fmt = detect_format(frame.schema) if record_format == "auto" else record_format
     if fields.id_field and fields.id_field not in frame.columns:
         raise RecordError(f"id field {fields.id_field!r} not found; the records have {sorted(frame.columns)}")
     used = used_fields(fmt, frame.columns)
