@@ -441,6 +441,35 @@ def _undecodable_rows(table, delimiter: str) -> tuple[np.ndarray, list[str], lis
     return bad, [reasons[r] for r in rows], shown
 
 
+def _blank_lines(path: Path, quoted: bool) -> np.ndarray:
+    """Line numbers (from 1) of the empty lines of a CSV/TSV file that lie outside quoted fields
+    (the parser skips them, so rows after one start a line further down). One streamed pass,
+    vectorised per block: a newline ends a record when the quotes before it are even."""
+    found: list[np.ndarray] = []
+    lines_before, odd_quotes, carry = 0, 0, b""
+    with open_maybe_compressed(path) as stream:
+        while True:
+            chunk = stream.read(BLOCK_BYTES)
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            block, carry = data[:cut], data[cut:]
+            buf = np.frombuffer(block, np.uint8)
+            newlines = np.flatnonzero(buf == 10)
+            if len(newlines):
+                starts = np.concatenate([[0], newlines[:-1] + 1])
+                length = newlines - starts
+                empty = (length == 0) | ((length == 1) & (buf[np.maximum(newlines - 1, 0)] == 13))
+                if quoted:
+                    quotes = np.cumsum(buf == 34, dtype=np.int64)
+                    empty &= (quotes[newlines] + odd_quotes) % 2 == 0
+                    odd_quotes = int(quotes[-1] + odd_quotes) % 2 if len(quotes) else odd_quotes
+                found.append(lines_before + np.flatnonzero(empty) + 1)
+                lines_before += len(newlines)
+            if not chunk:
+                break
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
 def _csv_batches(path: Path, fmt: str):
     """CSV/TSV in blocks, every field read as bytes: a row with more or fewer fields than the
     header and a row holding bytes that are not UTF-8 are malformed (with their line), the
@@ -472,28 +501,34 @@ def _csv_batches(path: Path, fmt: str):
     convert = pcsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=True,
                                   quoted_strings_can_be_null=False)
     finder = _LineFinder(path)
-    next_line = 2  # the header is line 1
+    blank = _blank_lines(path, quoted=fmt != "tsv")
+    header_line = 1 + int(np.sum(blank == np.arange(1, len(blank) + 1)))  # after leading blank lines
+    next_line = header_line + 1
+    # rows start further down after a skipped line (blank, or a ragged row): (line, lines it spans)
+    pending = [(int(line), 1) for line in blank if line > header_line]
     try:
         with open_maybe_compressed(path) as stream:
             reader = pcsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
             for batch in reader:
                 malformed = []
-                events = []
                 for text, actual, expected in skipped:
                     line = finder.find(text)
                     malformed.append(Malformed(line, f"ragged row: {actual} fields, the header has {expected}", text))
                     if line is not None:
-                        events.append((line, 1 + text.count("\n")))
+                        pending.append((line, 1 + text.count("\n")))
                 skipped.clear()
+                pending.sort()
                 table = pa.Table.from_batches([batch])
                 spans = np.ones(table.num_rows, np.int64)
                 for column in table.columns:  # a quoted field may hold line breaks
                     spans += pc.fill_null(pc.count_substring(column, "\n"), 0).to_numpy(zero_copy_only=False)
                 lines = next_line + np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
-                for line, span in sorted(events):  # rows after a skipped row start further down
-                    lines[lines >= line] += span
                 end = int(lines[-1] + spans[-1]) if len(lines) else next_line
-                next_line = end + sum(span for line, span in events if line >= end)
+                while pending and pending[0][0] < end:  # skipped lines among this batch's rows
+                    line, span = pending.pop(0)
+                    lines[lines >= line] += span
+                    end += span
+                next_line = end
                 bad, reasons, shown = _undecodable_rows(table, delimiter)
                 malformed += [Malformed(int(line), reason, text)
                               for line, reason, text in zip(lines[bad], reasons, shown, strict=True)]

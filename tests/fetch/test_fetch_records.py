@@ -250,3 +250,17 @@ def test_text_and_instruction_files_share_one_dataset(tmp_path, local_engine):
     rows = {r["kind"]: r for r in frame.iter_rows(named=True)}
     assert (rows["text"]["text"], rows["text"]["label"], rows["text"]["prompt"]) == ("A plain document.", "news", None)
     assert (rows["instruction"]["text"], rows["instruction"]["label"]) == ("Say hi.\n\nHi.", None)
+
+
+def test_csv_lines_count_blank_lines_and_quoted_line_breaks(tmp_path, local_engine):
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b'\nprompt,completion\r\nSay hi,Hi\r\n\r\nCount,"one\r\n\r\ntwo"\r\n\r\n\r\n'
+                     b'Spell it,caf\xe9\r\nToo,many,fields\r\nEmpty,\r\nLast,one\r\n')
+    frame, rejected, result = fetch(tmp_path / "raw", local_engine, FilesSource(glob=[str(path)], record_kind="instruction"))
+    assert frame["prompt"].to_list() == ["Say hi", "Count", "Last"]
+    assert rejected.sort("line").select("line", "reason").rows() == [
+        (10, "invalid UTF-8 in field 'completion': byte 0xe9 at position 4"),
+        (11, "ragged row: 3 fields, the header has 2"),
+        (12, "instruction: empty response"),
+    ]
+    assert (result.rows_in, result.rows_out) == (6, 3)
