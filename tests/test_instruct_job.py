@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import shutil
 import unicodedata
 from pathlib import Path
 
@@ -33,20 +35,19 @@ def record_grams(row: dict) -> set[tuple[str, ...]]:
 
 
 @pytest.fixture(scope="module")
-def instruct(shared_data, tmp_path_factory):
-    if not (REPO.parent / "shared" / "data").exists():
-        pytest.fail("jobs/instruct.toml reads ../shared/data beside the checkout, which is missing")
-    out = tmp_path_factory.mktemp("instruct") / "out"
-    import os
-
+def instruct(tmp_path_factory):
+    """The job run as on a fresh clone: a copy of jobs/ and data/ and nothing beside it."""
+    clone = tmp_path_factory.mktemp("instruct") / "clone"
+    shutil.copytree(REPO / "jobs", clone / "jobs")
+    shutil.copytree(REPO / "data", clone / "data")
     before = os.getcwd()
-    os.chdir(REPO)  # the job names ../shared/data relative to the checkout
+    os.chdir(clone)  # the job's paths are relative to the repository's root
     try:
-        results = run_job(REPO / "jobs" / "instruct.toml", out=out, echo=lambda *a, **k: None,
+        results = run_job(Path("jobs/instruct.toml"), out=clone / "out", echo=lambda *a, **k: None,
                           engine_overrides={"workers": 0})
     finally:
         os.chdir(before)
-    return out, {r.stage: r for r in results}, shared_data
+    return clone / "out", {r.stage: r for r in results}, clone / "data" / "instruct"
 
 
 def test_every_stage_runs_and_counts_add_up(instruct):
@@ -62,8 +63,8 @@ def test_every_stage_runs_and_counts_add_up(instruct):
 
 
 def test_decontamination_matches_the_reference(instruct):
-    out, results, shared_data = instruct
-    with gzip.open(shared_data / "instruct" / "gsm8k_test.jsonl.gz", "rt", encoding="utf-8") as handle:
+    out, results, data = instruct
+    with gzip.open(data / "gsm8k_test.jsonl.gz", "rt", encoding="utf-8") as handle:
         test_questions = [json.loads(line)["question"] for line in handle]
     benchmark = set().union(*(grams(q) for q in test_questions))
     splits = Dataset(out / "splits").scan().collect()

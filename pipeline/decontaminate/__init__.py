@@ -22,7 +22,7 @@ and the manifest. Design and normalisation: docs/stages/decontaminate.md.
 \b
 Example:
   pipeline decontaminate --input out/splits --output out/decontaminated \\
-      --eval-set gsm8k_test=../shared/data/instruct/gsm8k_test.jsonl.gz@question
+      --eval-set gsm8k_test=data/instruct/gsm8k_test.jsonl.gz@question
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Options(StageOptions):
     name, path, fields)."""
     eval_set: list[str] = []
     """More eval sets as NAME=PATH[@FIELD,FIELD] (default field: text), e.g.
-    gsm8k_test=data/gsm8k_test.jsonl.gz@question."""
+    gsm8k_test=data/instruct/gsm8k_test.jsonl.gz@question."""
     ngram: int = Field(13, ge=1, le=64)
     """Words per n-gram; a row sharing one n-gram with an eval text is contaminated (13 as in
     GPT-3's decontamination; smaller catches more, and more false matches)."""

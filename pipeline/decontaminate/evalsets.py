@@ -33,7 +33,7 @@ from pipeline.dataset import Dataset
 from pipeline.decontaminate.ngrams import batches, windows
 from pipeline.fetch.files import COMPRESSIONS, open_maybe_compressed
 
-BUCKET_HASHES = 32_000_000  # hashes one merge task holds (256 MB of uint64)
+BUCKET_HASHES = 8_000_000  # hashes one merge task holds (64 MB of uint64; its sort needs about 3x)
 EVAL_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
                 ".csv": "csv", ".tsv": "tsv"}
 

@@ -227,3 +227,17 @@ def test_contains_on_a_memory_map(tmp_path):
     mapped = np.load(tmp_path / "set.npy", mmap_mode="r")
     queries = np.concatenate([values[::7], values[::7] + np.uint64(1), np.array([0, 2**64 - 1], np.uint64)])
     assert contains(mapped, queries).tolist() == np.isin(queries, values).tolist()
+
+
+def test_set_built_in_buckets_equals_one_bucket(shared_data, tmp_path, local_engine, monkeypatch):
+    """The eval set merged from many hash-range buckets is the same sorted set as from one."""
+    from pipeline.decontaminate import evalsets
+
+    sources = [shared_data / "instruct" / "gsm8k_test.jsonl.gz", shared_data / "instruct" / "gsm8k_train.jsonl.gz"]
+    whole = evalsets.build_set(local_engine, "one", sources, ["question"], N, tmp_path)
+    monkeypatch.setattr(evalsets, "BUCKET_HASHES", 10_000)
+    cut = evalsets.build_set(local_engine, "many", sources, ["question"], N, tmp_path)
+    one, many = np.load(tmp_path / "one.npy"), np.load(tmp_path / "many.npy")
+    assert whole == cut and whole["rows"] == 1319 + 7473 and len(one) == whole["ngrams"] > 100_000
+    assert np.array_equal(one, many) and np.all(one[1:] > one[:-1])  # sorted, unique
+    assert not (tmp_path / "_parts").exists() or not any((tmp_path / "_parts").iterdir())
