@@ -110,7 +110,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
         # a source's whole table is the input of its cross-field checks: no secret in it is echoed
-        found = redact(item.get("input"), key)
+        found = item.get("input")
+        if key.startswith(("fetch", "sources")) or isinstance(found, dict):
+            found = redact(found, key)  # elsewhere an option named `key` is no secret
         if item["type"] == "extra_forbidden":
             lines.append(f"  key `{key}`: unknown key (value {found!r}); check the spelling against `pipeline STAGE --help`")
         elif item["type"] == "missing":
