@@ -17,6 +17,7 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from pipeline.errors import EXIT_INTERRUPTED, JobError, PipelineError
 from pipeline.stages import ORDER, STAGES
 
 ENGINE_HELP = "Engine: --workers N (0 = in-process), --memory-limit 4GiB, --scheduler tcp://HOST:PORT."
@@ -126,24 +127,14 @@ def make_engine(workers, memory_limit, scheduler, defaults=None):
         fail(f"--{key.replace('_', '-')}:{reason}")
 
 
-def fail(message: str) -> None:
+def fail(message: str, exit_code: int = JobError.exit_code) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(exit_code)
 
 
 def run_guarded(fn, *args, **kwargs):
-    """Turn the errors users cause (bad config, missing input, failed shard) into clean exits."""
-    from pipeline.config import ConfigError
-    from pipeline.dataset import DatasetError
-    from pipeline.engine import ShardError
-    from pipeline.lock import OutputLocked
-
-    try:
-        return fn(*args, **kwargs)
-    except (ConfigError, DatasetError, FileNotFoundError, OutputLocked) as error:
-        fail(str(error))
-    except ShardError as error:
-        fail(str(error))
+    """Call fn; kept for callers: errors are turned into exits once, in `main` (see pipeline.errors)."""
+    return fn(*args, **kwargs)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -189,10 +180,15 @@ def run_command(job_file, out, stages, fresh, private, workers, memory_limit, sc
                 engine_overrides={"workers": workers, "memory_limit": memory_limit, "scheduler": scheduler})
 
 
+def _stage_help(stage: type) -> str:
+    """A stage command's help: its module's docstring (the stage's reference), else its summary."""
+    return (sys.modules[stage.__module__].__doc__ or stage.summary).strip()
+
+
 def _stage_command(name: str) -> click.Command:
     spec = STAGES[name]
-    module = spec.load()
-    model = module.Options
+    stage = spec.load()
+    model = stage.Options
 
     @click.pass_context
     def callback(ctx, input, output, fresh, private, workers, memory_limit, scheduler, **values):
@@ -210,14 +206,13 @@ def _stage_command(name: str) -> click.Command:
                            help=f"Output dataset folder (in a job: {spec.folder}/).")(command)
     command = click.option("--input", "input", multiple=True, required=name != "fetch",
                            type=click.Path(path_type=Path), help="Input dataset folder (repeatable).")(command)
-    doc = (module.__doc__ or spec.summary).strip()
-    return click.command(name, help=doc + "\n\n" + ENGINE_HELP)(command)
+    return click.command(name, help=_stage_help(stage) + "\n\n" + ENGINE_HELP)(command)
 
 
 def _fetch_group() -> click.Group:
-    module = STAGES["fetch"].load()
-    group = click.Group("fetch", help=(module.__doc__ or "").strip())
-    for kind, model in module.SOURCE_KINDS.items():
+    stage = STAGES["fetch"].load()
+    group = click.Group("fetch", help=_stage_help(stage))
+    for kind, model in stage.source_kinds.items():
 
         def make(kind=kind, model=model):
             def callback(output, fresh, private, workers, memory_limit, scheduler, **values):
@@ -226,7 +221,7 @@ def _fetch_group() -> click.Group:
 
                 values["kind"] = kind
                 source = run_guarded(options_from_cli, model, values, f"pipeline fetch {kind}")
-                options = module.Options(sources=[source])
+                options = stage.Options(sources=[source])
                 with private_outputs(private), make_engine(workers, memory_limit, scheduler) as engine:
                     result = run_guarded(run_stage, "fetch", [], output, options, engine, fresh=fresh)
                 click.echo(result.summary_line())
@@ -255,6 +250,18 @@ class LazyStages(click.Group):
         if name in STAGES:
             return _stage_command(name)
         return None
+
+    def invoke(self, ctx):
+        """Every command's user errors end here, once: one paragraph on stderr, the kind's exit
+        code (pipeline.errors), no traceback; Ctrl-C exits 130 and says how to resume."""
+        try:
+            return super().invoke(ctx)
+        except PipelineError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished shards are kept; run the same command again to resume", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
     def format_commands(self, ctx, formatter):
         rows = [("run", "run a job file: every stage in order, resumable")]

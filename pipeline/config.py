@@ -7,32 +7,21 @@ value found and what is allowed. Stage options models live beside their stage
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
+from pipeline.dataset import read_toml
+from pipeline.errors import JobError
 from pipeline.secrets import redact
 from pipeline.stage import Options
 from pipeline.stages import ORDER, STAGES
 
-StageName = Literal["fetch", "extract", "clean", "chunk", "dedup", "features", "cluster", "label", "template",
-                    "split", "decontaminate", "tokens", "report", "export"]
+StageName = Literal[tuple(ORDER)]  # generated from the registry
 
 
-class ConfigError(ValueError):
-    """A job file or option value is invalid; the message names the key and what is allowed."""
-
-
-def read_toml(path: Path, label: str, what: str = "file") -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is a ConfigError that starts with label."""
-    if not path.is_file():
-        raise ConfigError(f"{label}: {what} not found")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{label}: not valid TOML: {error}") from None
+ConfigError = JobError  # the name this module used before pipeline.errors; kept for callers
 
 
 class JobSection(Options):

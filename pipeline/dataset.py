@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+import tomllib
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import DatasetError, JobError
+
 MANIFEST = "_manifest.json"
 PROGRESS = "_progress"
 SUCCESS = "_SUCCESS"  # written last: the dataset is whole (the Hadoop/Spark convention)
@@ -40,8 +43,6 @@ SHARD_GLOB = "**/*.parquet"
 TEMP_GLOB = ".*.tmp-*"  # every temporary name this module writes before its rename
 
 
-class DatasetError(Exception):
-    """A dataset folder is missing, empty or inconsistent; the message names the path."""
 
 
 class OutputWriteError(DatasetError):
@@ -81,6 +82,16 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_toml(path: Path, label: str, what: str = "file") -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a JobError that starts with label."""
+    if not path.is_file():
+        raise JobError(f"{label}: {what} not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise JobError(f"{label}: not valid TOML: {error}") from None
 
 
 def stable_json(value: Any) -> str:

@@ -17,22 +17,12 @@ from typing import Any, TypeVar
 
 from pipeline.progress import Progress
 
+from pipeline.errors import EngineError, ShardError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
-
-
-class ShardError(RuntimeError):
-    """A per-shard task failed; ``label`` names the shard, ``detail`` is the original error."""
-
-    def __init__(self, label: str, detail: str):
-        super().__init__(f"shard {label} failed:\n{detail}")
-        self.label = label
-        self.detail = detail
-
-    def __reduce__(self):
-        return (ShardError, (self.label, self.detail))
 
 
 def _call_labelled(fn: Callable[[Any], Any], item: Any, label: str) -> Any:
@@ -306,7 +296,7 @@ class Engine:
                         stuck_since = time.monotonic()
                     elif time.monotonic() - stuck_since > self.no_worker_timeout:
                         what, advice = stuck
-                        raise RuntimeError(f"{desc}: {what} for {self.no_worker_timeout:.0f} s ({self.describe()}); "
+                        raise EngineError(f"{desc}: {what} for {self.no_worker_timeout:.0f} s ({self.describe()}); "
                                            f"{advice}finished shards are kept, re-run to resume")
                     continue
                 stuck_since = None

@@ -25,13 +25,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.dataset import sweep_temp_files
+from pipeline.errors import PipelineError
 
 LOCK_NAME = ".lock"
 PRIVATE_UMASK = 0o077
 
 
-class OutputLocked(RuntimeError):
+class OutputLocked(PipelineError, RuntimeError):
     """Another live process holds the output folder's lock; the message names it."""
+
+    exit_code = 2  # the job's output is in use: run it elsewhere (--out) or wait
+    kind = "output in use"
 
 
 def _holder(handle) -> str:

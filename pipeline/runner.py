@@ -18,13 +18,9 @@ import click
 from pipeline.config import EngineOptions, Job, validate_options
 from pipeline.dataset import MANIFEST, write_json_atomic
 from pipeline.engine import Engine
-
-try:  # TODO(trust2): pipeline.errors lands with the stage-shape work; drop the fallback then
-    from pipeline.errors import EmptyResultError
-except ImportError:  # pragma: no cover
-    from pipeline.dataset import DatasetError as EmptyResultError
+from pipeline.errors import EmptyResultError, InputError
 from pipeline.lock import output_lock, private_outputs
-from pipeline.stage import Options, StageResult
+from pipeline.stage import Options, Stage, StageResult
 from pipeline.stages import STAGES
 
 
@@ -36,14 +32,19 @@ def run_stage(
     engine: Engine,
     fresh: bool = False,
 ) -> StageResult:
-    """Run one stage and record its result in its main output's manifest."""
-    module = STAGES[name].load()
+    """Run one registered stage and record its result in its main output's manifest."""
+    return run_stage_type(STAGES[name].load()(options), inputs, output, engine, fresh=fresh)
+
+
+def run_stage_type(stage: Stage, inputs: list[str | Path], output: str | Path, engine: Engine,
+                   fresh: bool = False) -> StageResult:
+    """Run a stage object (built-in or a user's) and record its result in its main manifest."""
     output = Path(output)
     for path in inputs:
         if not Path(path).exists():
-            raise FileNotFoundError(f"pipeline {name}: input folder {path} does not exist")
+            raise InputError(f"{stage.name}: input folder {path} does not exist")
     with output_lock(output):
-        result = module.run([Path(p) for p in inputs], output, options, engine, fresh=fresh)
+        result = stage.run([Path(p) for p in inputs], output, engine, fresh=fresh)
     manifest_path = Path(result.outputs.get("main", output)) / MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
@@ -130,7 +131,7 @@ def _run_job(job: Job, out_dir: Path, only: list[str] | None, fresh: bool,
                 inputs = _report_inputs(out_dir, job.stages)
             else:
                 if previous is None:
-                    raise FileNotFoundError(f"stage {name}: no input (run the stages before it, or set job.input)")
+                    raise InputError(f"stage {name}: no input (run the stages before it, or set job.input)")
                 inputs = [previous]
             result = run_stage(name, inputs, output, options, engine, fresh=fresh)
             echo(result.summary_line())

@@ -1,10 +1,13 @@
-"""The shape every stage shares: an options model, a per-shard transform, and a `run`.
+"""The one shape every stage has: a `Stage` class, and the one driver that runs it.
 
-`run_map_stage` wires a per-shard transform (input shard → named output frames) to the engine
-and the dataset layer: it lists input shards, skips tasks already complete for the same
-fingerprint, runs the rest on the workers, writes manifests and counts rows in, out and
-dropped by reason. Stages with global steps (dedup, cluster, split) use the same pieces
-(`StageOutput`, `Engine.map`, `StageResult`) around their own passes.
+A stage is a class (see `Stage`): its options model, the outputs it declares, an input check,
+an optional global `fit` over the input shards and a pure per-shard `transform`. `StageRun` is
+the driver: it checks the inputs, opens the `StageOutput` (fingerprint, resume, --fresh), lists
+the input shards as tasks, keeps those an earlier run finished, calls `fit` only when some shard
+is still to do, maps the transform over the rest on the engine, writes the manifests and counts
+rows in, out and dropped by reason into a `StageResult`. Stages with several global passes
+(dedup, split) use the same pieces (`StageRun.map`, `.map_shards`, `.finish`) around their own
+passes. The registry of stage types is `pipeline.stages`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.dataset import Dataset, StageOutput, TaskRecord, sum_counts
+from pipeline.dataset import Dataset, ShardInfo, StageOutput, TaskRecord, sum_counts
 from pipeline.engine import Engine
+from pipeline.errors import InputError
 
 REASON = "reason"  # the column of a rejected dataset that says why a row was dropped
 
@@ -65,7 +69,7 @@ class ShardOutput:
 
 @dataclass
 class MapTask:
-    """One unit of work shipped to a worker (pickled: paths, options and a function reference)."""
+    """One unit of work shipped to a worker (pickled: paths, the plan and a function reference)."""
 
     key: str
     shard: Path
@@ -136,33 +140,240 @@ def result_from_records(
     )
 
 
-def map_tasks(
-    inputs: list[str | Path],
-    transform: Callable[[pl.LazyFrame, Any], ShardOutput],
-    options: Any,
-    output: StageOutput,
-) -> tuple[list[Path], list[MapTask]]:
-    """Every input shard in order, and one MapTask per shard writing under the same relative path.
+RECORD_KINDS = ("text", "instruction", "chat")
 
-    Stages with a global fit (features, cluster, label) create their StageOutput, fit into it,
-    then map with these tasks; `run_map_stage` is the same without the fit.
+
+def record_kind(schema: dict[str, Any]) -> str:
+    """The record kind a dataset holds, from its columns: chat (`messages`), instruction
+    (`prompt` and `response`) or text (anything else; documents have `text`)."""
+    if "messages" in schema:
+        return "chat"
+    if "prompt" in schema and "response" in schema:
+        return "instruction"
+    return "text"
+
+
+@dataclass
+class ShardTask:
+    """One input shard of a run: its task key (what resume looks up) and its output relpath."""
+
+    key: str
+    shard: Path
+    relpath: str
+    index: int  # position among every input shard of the run
+
+
+class Stage:
+    """A stage: options in, datasets out; the driver (`StageRun`) does resume, mapping, manifests.
+
+    Class attributes: `name` (the job-file section and command), `folder` (default output folder
+    in a job), `summary` (one line for `--help`), `Options` (a subclass of `stage.Options`),
+    `secondary` (extra outputs, each at `<job out>/<kind>/<main folder name>`: ("rejected",)
+    sends the frames a transform returns as "rejected" to rejected/<folder>/), `kinds` (record
+    kinds accepted: "text", "instruction", "chat") and `keep` (files a person edits in the output
+    that survive a re-run's clear). Built-in stages take `folder` and `summary` from their line
+    in `pipeline.stages`. Methods, all optional but `transform`:
+
+    - `check(schema, dataset)`: raise `InputError` if an input dataset cannot be used;
+    - `fit(run) -> plan`: a global pass over `run.shards` with `run.engine`, only when some shard
+      is still to do; returns what the workers need (it must pickle; default: the options);
+    - `transform(frame, plan) -> ShardOutput`: pure, one shard (a LazyFrame) at a time;
+    - `details(run, records) -> dict`: what the result and the main manifest report besides counts.
+
+    A complete stage (tests call `transform` directly, without Dask)::
+
+        class DropShort(Stage):
+            name, folder, summary = "drop_short", "long", "drop documents under N characters"
+            secondary = ("rejected",)
+
+            class Options(stage.Options):
+                min_chars: int = 100
+                '''Documents with fewer characters are dropped (reason too_short).'''
+
+            def check(self, schema, dataset):
+                require_columns(self.name, dataset, schema, ["text"])
+
+            def transform(self, frame, plan):
+                df = frame.collect().with_columns(
+                    pl.when(pl.col("text").str.len_chars() < plan.min_chars).then(pl.lit("too_short")).alias(REASON))
+                return ShardOutput({"main": df.filter(pl.col(REASON).is_null()).drop(REASON),
+                                    "rejected": df.filter(pl.col(REASON).is_not_null())})
+
+    Run it with `DropShort(options).run(inputs, output, engine)`, or from a job file with
+    `[[custom]] use = "mymodule:DropShort"` (see docs/python-api.md).
     """
-    pairs = input_shards(inputs)
-    tasks = []
-    for index, (root, shard) in enumerate(pairs):
-        rel = shard_relpath(root, shard)
-        # several inputs may share relative names; the prefix keeps output shards distinct
-        relpath = rel if len(inputs) == 1 else f"in{index:05d}-{Path(rel).name}"
-        tasks.append(MapTask(key=f"{root}/{rel}", shard=shard, relpath=relpath,
-                             transform=transform, options=options, output=output))
-    return [shard for _, shard in pairs], tasks
+
+    name: ClassVar[str] = ""
+    folder: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    secondary: ClassVar[tuple[str, ...]] = ()
+    kinds: ClassVar[tuple[str, ...]] = ("text",)
+    keep: ClassVar[tuple[str, ...]] = ()
+    map_group: ClassVar[int] = 0  # > 0: map this many shards per engine.map call (see `absorb`)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from pipeline.stages import STAGES
+
+        spec = STAGES.get(cls.__dict__.get("name", ""))
+        if spec is not None and spec.target.endswith(f":{cls.__qualname__}"):
+            cls.folder = cls.__dict__.get("folder") or spec.folder
+            cls.summary = cls.__dict__.get("summary") or spec.summary
+        if not cls.folder:
+            cls.folder = cls.name
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+    # -- what a stage declares -------------------------------------------------------------
+    def outputs(self, output: Path) -> dict[str, Path]:
+        """Output folders by name: "main" is `output`; each secondary kind sits beside it."""
+        return {"main": output, **{kind: output.parent / kind / output.name for kind in self.secondary}}
+
+    def fingerprint(self, inputs: list[Path]) -> dict[str, Any]:
+        """What, besides the inputs' content, decides the output (default: the options)."""
+        return self.options.fingerprint_dict()
+
+    def check(self, schema: dict[str, Any], dataset: Path) -> None:
+        """Raise InputError if an input dataset (first shard's schema) cannot be used."""
+
+    # -- the work --------------------------------------------------------------------------
+    def fit(self, run: StageRun) -> Any:
+        """A global pass over the input before the per-shard transform; returns the plan."""
+        return self.options
+
+    def plan_for_shard(self, plan: Any, task: ShardTask) -> Any:
+        """The plan one shard's task gets (default: the same for all)."""
+        return plan
+
+    def transform(self, frame: pl.LazyFrame, plan: Any) -> ShardOutput:
+        """One shard → output frames by name ("main", "rejected", ...) and counters."""
+        raise NotImplementedError(f"{type(self).__name__}.transform")
+
+    def absorb(self, records: list[TaskRecord]) -> None:
+        """Called with finished task records group by group (resumed ones first), so a stage
+        can fold large per-shard extras into small totals (and drop them) as they come."""
+
+    def details(self, run: StageRun, records: list[TaskRecord]) -> dict[str, Any]:
+        """What the result and the main manifest report besides the counts."""
+        return {}
+
+    def cleanup(self, run: StageRun) -> None:
+        """Remove the run's temporary files, whether the run finished or failed."""
+
+    def run(self, inputs: list[str | Path], output: str | Path, engine: Engine,
+            fresh: bool = False) -> StageResult:
+        """Run the stage over every input shard, resumably: the one-pass driver."""
+        run = StageRun(self, inputs, output, engine, fresh=fresh)
+        try:
+            plan = self.fit(run) if run.todo else None
+            records = run.map_shards(plan)
+            details = self.details(run, records)
+        finally:
+            self.cleanup(run)
+        return run.finish(records, details)
 
 
-def pending_tasks(output: StageOutput, tasks: list[MapTask]) -> tuple[list[MapTask], list[TaskRecord]]:
-    """Tasks still to run, and the records of those an earlier run finished."""
-    todo_keys, done = output.pending(t.key for t in tasks)
-    keys = set(todo_keys)
-    return [t for t in tasks if t.key in keys], done
+class StageRun:
+    """The driver of one stage run: checked inputs, the StageOutput, the tasks still to do.
+
+    Attributes a stage's `fit` and `details` use: `inputs`, `output` (main folder), `outputs`,
+    `engine`, `shards` (every input shard, in order), `tasks`, `todo` (tasks still to run),
+    `done` (records of those an earlier run finished), `store` (the StageOutput), `rows_in`.
+    """
+
+    def __init__(self, stage: Stage, inputs: list[str | Path], output: str | Path, engine: Engine,
+                 fresh: bool = False):
+        self.started = time.perf_counter()
+        self.stage = stage
+        self.engine = engine
+        self.inputs = [Path(p) for p in inputs]
+        self.output = Path(output)
+        self.outputs = stage.outputs(self.output)
+        pairs = input_shards(self.inputs)
+        self._rows_in: int | None = None
+        self.shards = [shard for _, shard in pairs]
+        self.check_inputs(pairs)
+        self.store = StageOutput(stage.name, stage.fingerprint(self.inputs), self.inputs, self.outputs,
+                                 fresh=fresh, keep=stage.keep)
+        self.tasks = []
+        for index, (root, shard) in enumerate(pairs):
+            rel = shard_relpath(root, shard)
+            # several inputs may share relative names; the prefix keeps output shards distinct
+            relpath = rel if len(self.inputs) == 1 else f"in{index:05d}-{Path(rel).name}"
+            self.tasks.append(ShardTask(f"{root}/{rel}", shard, relpath, index))
+        todo_keys, self.done = self.store.pending(t.key for t in self.tasks)
+        wanted = set(todo_keys)
+        self.todo = [t for t in self.tasks if t.key in wanted]
+
+    def check_inputs(self, pairs: list[tuple[Path, Path]]) -> None:
+        """The stage's own check and its record kinds, on each input's first shard's schema."""
+        seen: set[Path] = set()
+        for root, shard in pairs:
+            if root in seen:
+                continue
+            seen.add(root)
+            schema = dict(pl.read_parquet_schema(shard))
+            kind = record_kind(schema)
+            if kind not in self.stage.kinds:
+                raise InputError(f"{self.stage.name}: input dataset {root} holds {kind} records "
+                                 f"(columns {', '.join(schema)}); this stage takes {', '.join(self.stage.kinds)}")
+            self.stage.check(schema, root)
+
+    @property
+    def rows_in(self) -> int:
+        if self._rows_in is None:
+            self._rows_in = count_rows(self.shards)
+        return self._rows_in
+
+    def map(self, fn: Callable[[Any], Any], items: list, labels: list[str], desc: str | None = None) -> list:
+        """fn over items on the engine's workers (a global pass of `fit`), results in order."""
+        return self.engine.map(fn, items, labels=labels, desc=desc or self.stage.name)
+
+    def map_tasks(self, plan: Any, tasks: list[ShardTask]) -> list[MapTask]:
+        return [MapTask(t.key, t.shard, t.relpath, self.stage.transform, self.stage.plan_for_shard(plan, t),
+                        self.store) for t in tasks]
+
+    def map_shards(self, plan: Any, desc: str | None = None) -> list[TaskRecord]:
+        """The transform over every shard still to do; the records of all shards, resumed first."""
+        records = list(self.done)
+        self.stage.absorb(records)
+        size = self.stage.map_group or max(len(self.todo), 1)
+        for start in range(0, len(self.todo), size):
+            group = self.map_tasks(plan, self.todo[start:start + size])
+            part = self.map(execute_map_task, group, [str(t.shard) for t in group], desc)
+            self.stage.absorb(part)
+            records += part
+        return records
+
+    def finish(self, records: list[TaskRecord], details: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None,
+               extra_shards: dict[str, list[ShardInfo]] | None = None) -> StageResult:
+        """Write every output's manifest (with `extra` and `details`) and count the result."""
+        details = details or {}
+        self.store.finalize(records, extra={**(extra or {}), **details}, extra_shards=extra_shards)
+        return result_from_records(self.stage.name, records, self.rows_in, self.store, self.started,
+                                   skipped=len(self.done), details=details)
+
+
+class FunctionStage(Stage):
+    """A stage made of a per-shard function and fixed outputs: what `run_map_stage` runs."""
+
+    kinds = ("text", "instruction", "chat")
+
+    def __init__(self, name: str, transform: Callable[[pl.LazyFrame, Any], ShardOutput], options: Options,
+                 outputs: dict[str, str | Path]):
+        super().__init__(options)
+        self.name = name
+        self.transform = transform
+        self.fixed_outputs = {k: Path(v) for k, v in outputs.items()}
+
+    def outputs(self, output: Path) -> dict[str, Path]:
+        return self.fixed_outputs
 
 
 def run_map_stage(
@@ -174,15 +385,30 @@ def run_map_stage(
     engine: Engine,
     fresh: bool = False,
 ) -> StageResult:
-    """Run a per-shard transform over every input shard, resumably. See the module docstring."""
-    started = time.perf_counter()
-    output = StageOutput(stage, options.fingerprint_dict(), inputs, outputs, fresh=fresh)
-    shards, tasks = map_tasks(inputs, transform, options, output)
-    todo, done = pending_tasks(output, tasks)
-    records = engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc=stage)
-    records = done + records
-    output.finalize(records)
-    return result_from_records(stage, records, count_rows(shards), output, started, skipped=len(done))
+    """A per-shard function over every input shard through the driver, for modules that are
+    not a Stage class yet (new stages: write a `Stage` subclass instead)."""
+    return FunctionStage(stage, transform, options, outputs).run(inputs, outputs["main"], engine, fresh=fresh)
+
+
+def map_tasks(inputs: list[str | Path], transform: Callable[[pl.LazyFrame, Any], ShardOutput], options: Any,
+              output: StageOutput) -> tuple[list[Path], list[MapTask]]:
+    """Every input shard in order, and one MapTask per shard writing under the same relative
+    path (for multi-pass stages that build their own StageOutput; the driver is `StageRun`)."""
+    pairs = input_shards(inputs)
+    tasks = []
+    for index, (root, shard) in enumerate(pairs):
+        rel = shard_relpath(root, shard)
+        relpath = rel if len(inputs) == 1 else f"in{index:05d}-{Path(rel).name}"
+        tasks.append(MapTask(key=f"{root}/{rel}", shard=shard, relpath=relpath,
+                             transform=transform, options=options, output=output))
+    return [shard for _, shard in pairs], tasks
+
+
+def pending_tasks(output: StageOutput, tasks: list[MapTask]) -> tuple[list[MapTask], list[TaskRecord]]:
+    """Tasks still to run, and the records of those an earlier run finished."""
+    todo_keys, done = output.pending(t.key for t in tasks)
+    keys = set(todo_keys)
+    return [t for t in tasks if t.key in keys], done
 
 
 def batch_starts(lengths: np.ndarray, max_docs: int, max_bytes: int) -> np.ndarray:

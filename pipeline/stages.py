@@ -1,46 +1,105 @@
-"""The stage registry: name, options model, run function and default folder of each stage.
+"""The stage registry: every built-in stage type, by name, loaded lazily.
 
-Stage modules are imported lazily so `pipeline --help` stays fast. Every stage module exposes
-`Options` (a pydantic model, see `pipeline.stage.Options`) and
-`run(inputs, output, options, engine, fresh=False) -> StageResult`.
+One line per stage: its name (job-file section and command), the class ("module:Class", imported
+on first use so `pipeline --help` stays fast), its default output folder in a job and a one-line
+summary. The CLI's sub-commands, `run_stage`, the job-file model and the Python API functions
+(`pipeline.stages.clean(...)`, ...) are all generated from it. A stage class is a
+`pipeline.stage.Stage`; adding a stage is that class plus one line here.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.stage import Stage, StageResult
 
 
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    module: str
+    target: str  # "module:Class" (or a module with `Options` and `run`, wrapped by module_stage)
     folder: str  # default output folder inside a job's output directory
     summary: str
 
-    def load(self) -> ModuleType:
-        return importlib.import_module(self.module)
+    def load(self) -> type[Stage]:
+        """The stage class (its `Options`, `run`, ...), imported on first use."""
+        if ":" not in self.target:
+            return module_stage(self)
+        return load_target(self.target)
+
+
+@functools.cache
+def module_stage(spec: StageSpec) -> type[Stage]:
+    """A Stage class around a module that still has the older shape (`Options` and
+    `run(inputs, output, options, engine, fresh)`), until it becomes a Stage class itself."""
+    from pipeline.stage import Stage
+
+    module = importlib.import_module(spec.target)
+
+    def run(self, inputs, output, engine, fresh=False):
+        return module.run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
+
+    return type(spec.name.title(), (Stage,), {
+        "name": spec.name, "folder": spec.folder, "summary": spec.summary, "Options": module.Options,
+        "kinds": ("text", "instruction", "chat"), "run": run, "__module__": module.__name__,
+        "__doc__": module.__doc__})
+
+
+def load_target(target: str) -> Any:
+    """The object `module:attribute` names (a job file's `use = "mypkg.filters:no_code"`)."""
+    module, _, attribute = target.partition(":")
+    if not module or not attribute:
+        from pipeline.errors import JobError
+
+        raise JobError(f"{target!r}: expected \"module:name\", e.g. \"mypkg.filters:no_code_blocks\"")
+    obj = importlib.import_module(module)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in [
-        StageSpec("fetch", "pipeline.fetch", "raw", "crawl sites, page through JSON APIs, query SQL, read local files → raw shards"),
-        StageSpec("extract", "pipeline.extract", "docs", "HTML pages → documents (main text, title, metadata), boilerplate dropped"),
-        StageSpec("clean", "pipeline.clean", "clean", "normalise text, mask PII, handle missing values, apply quality rules (drops → rejected/)"),
+        StageSpec("fetch", "pipeline.fetch:Fetch", "raw", "crawl sites, page through JSON APIs, query SQL, read local files → raw shards"),
+        StageSpec("extract", "pipeline.extract:Extract", "docs", "HTML pages → documents (main text, title, metadata), boilerplate dropped"),
+        StageSpec("clean", "pipeline.clean:Clean", "clean", "normalise text, mask PII, handle missing values, apply quality rules (drops → rejected/)"),
         StageSpec("chunk", "pipeline.chunk", "chunks", "cut long documents into pieces of at most N tokens at headings, paragraphs, sentences"),
-        StageSpec("dedup", "pipeline.dedup", "unique", "exact and MinHash-LSH near-duplicate removal (audit → duplicates/)"),
-        StageSpec("features", "pipeline.features", "features", "hashing TF-IDF, Word2Vec document vectors, scaled numeric columns"),
-        StageSpec("cluster", "pipeline.cluster", "clusters", "MiniBatch K-means, cluster summaries and an editable labels.toml"),
-        StageSpec("label", "pipeline.label", "labelled", "apply labels.toml, or propagate labels from a few seed rows"),
+        StageSpec("dedup", "pipeline.dedup:Dedup", "unique", "exact and MinHash-LSH near-duplicate removal (audit → duplicates/)"),
+        StageSpec("features", "pipeline.features:Features", "features", "hashing TF-IDF, Word2Vec document vectors, scaled numeric columns"),
+        StageSpec("cluster", "pipeline.cluster:Cluster", "clusters", "MiniBatch K-means, cluster summaries and an editable labels.toml"),
+        StageSpec("label", "pipeline.label:Label", "labelled", "apply labels.toml, or propagate labels from a few seed rows"),
         StageSpec("template", "pipeline.template", "records", "documents or labelled rows → instruction or chat records through templates"),
-        StageSpec("split", "pipeline.split", "splits", "stratified / group / time / random splits into train, val and test shard sets"),
+        StageSpec("split", "pipeline.split:Split", "splits", "stratified / group / time / random splits into train, val and test shard sets"),
         StageSpec("decontaminate", "pipeline.decontaminate", "decontaminated", "drop or flag train rows sharing an n-gram with eval sets or val/test (drops → rejected/)"),
         StageSpec("tokens", "pipeline.tokens", "tokens", "token counts per record (`n_tokens`) with a real tokenizer, or an approximation"),
-        StageSpec("report", "pipeline.report", "report", "dataset quality as one HTML page with plots, and metrics.json"),
+        StageSpec("report", "pipeline.report:Report", "report", "dataset quality as one HTML page with plots, and metrics.json"),
         StageSpec("export", "pipeline.export", "export", "train/ validation/ test/ in Parquet or JSONL, optional packing, and a dataset card"),
     ]
 }
 
 ORDER = list(STAGES)
+
+
+def _api_function(spec: StageSpec):
+    def run_one(input: str | Path | list[str | Path] | None = None, output: str | Path | None = None, *,
+                workers: int | None = 0, fresh: bool = False, **options: Any) -> StageResult:
+        from pipeline.api import run_registered
+
+        return run_registered(spec.name, input, output, workers=workers, fresh=fresh, **options)
+
+    run_one.__name__ = run_one.__qualname__ = spec.name
+    run_one.__doc__ = (f"Run `{spec.name}` ({spec.summary}) from INPUT (a dataset folder, or a list) "
+                       f"into OUTPUT; keyword options as in the job file's [{spec.name}] section; "
+                       "`workers`: local Dask workers (0 = in this process). Returns the StageResult.")
+    return run_one
+
+
+for _spec in STAGES.values():
+    globals()[_spec.name] = _api_function(_spec)
+del _spec

@@ -45,5 +45,5 @@ def test_python_dash_m_works():
 
 def test_missing_input_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(cli, ["clean", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--workers", "0"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # bad input (pipeline.errors.InputError)
     assert "nope" in result.output and "does not exist" in result.output

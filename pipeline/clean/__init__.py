@@ -33,18 +33,11 @@ from pipeline.clean.quality import (
 )
 from pipeline.clean.records import clean_record_batch
 from pipeline.engine import Engine
-from pipeline.schema import rejected_folder
-from pipeline.stage import (
-    REASON,
-    ShardOutput,
-    StageResult,
-    batch_starts,
-    input_shards,
-    run_map_stage,
-)
+from pipeline.errors import require_columns
+from pipeline.stage import REASON, ShardOutput, Stage, StageResult, StageRun, batch_starts
 from pipeline.stage import Options as StageOptions
 
-__all__ = ["Options", "run", "clean_shard", "ColumnPolicy"]
+__all__ = ["Clean", "Options", "run", "clean_shard", "clean_frame", "ColumnPolicy"]
 
 class Options(StageOptions):
     text_column: str = "text"
@@ -267,14 +260,29 @@ def clean_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     return ShardOutput(frames={"main": kept, "rejected": rejected}, counts=counts)
 
 
+class Clean(Stage):
+    """See the module docstring."""
+
+    name = "clean"
+    Options = Options
+    secondary = ("rejected",)
+    transform = staticmethod(clean_shard)
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        require_columns(self.name, dataset, schema, [self.options.text_column],
+                        hint="set --text-column (job file: clean.text_column)")
+
+    def fit(self, run: StageRun) -> Options:
+        """Per-column fills that need the whole input (mean, median, mode), else the options."""
+        if not any(p.missing in ("mean", "median", "mode") for p in self.options.columns):
+            return self.options
+        scan = pl.scan_parquet([str(s) for s in run.shards], hive_partitioning=False,
+                               missing_columns="insert", extra_columns="ignore")
+        options = self.options.model_copy()
+        options._fills = global_fills(scan, options.columns)
+        return options
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     """Clean every input shard (see the module docstring); returns counts per drop reason."""
-    output = Path(output)
-    if any(p.missing in ("mean", "median", "mode") for p in options.columns):
-        shards = [str(s) for _, s in input_shards(inputs)]
-        scan = pl.scan_parquet(shards, hive_partitioning=False, missing_columns="insert", extra_columns="ignore")
-        options = options.model_copy()
-        options._fills = global_fills(scan, options.columns)
-    outputs = {"main": output, "rejected": rejected_folder(output)}
-    return run_map_stage("clean", clean_shard, options, inputs, outputs, engine, fresh=fresh)
-
+    return Clean(options).run(inputs, output, engine, fresh=fresh)

@@ -14,7 +14,6 @@ Example: pipeline cluster --input out/features --output out/clusters --k 8 --see
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -27,20 +26,12 @@ import scipy.sparse as sp
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.cluster import kmeans, summary
-from pipeline.config import ConfigError
-from pipeline.dataset import StageOutput, write_bytes_atomic, write_json_atomic
+from pipeline.dataset import write_bytes_atomic, write_json_atomic
 from pipeline.engine import Engine
+from pipeline.errors import InputError, JobError
 from pipeline.features import vectors
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import (
-    ShardOutput,
-    StageResult,
-    count_rows,
-    execute_map_task,
-    map_tasks,
-    pending_tasks,
-    result_from_records,
-)
+from pipeline.stage import ShardOutput, Stage, StageResult, StageRun
 
 MODELS = "_models"
 CENTRES = "centres.npy"
@@ -179,52 +170,59 @@ def build_summary(records, options: Options, model_meta: dict,
             "clusters": clusters}
 
 
-def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
-    started = time.perf_counter()
-    output = Path(output)
-    stage_output = StageOutput("cluster", options.fingerprint_dict(), inputs, {"main": output}, fresh=fresh,
-                               keep=(LABELS, "labels.edited-*.toml", f"{MODELS}/{LABELS_HASH}"))
-    shards, _ = map_tasks(inputs, None, None, stage_output)
-    models = output / MODELS
-    schema = dict(pl.read_parquet_schema(shards[0]))
-    try:
-        columns = vectors.choose(schema, options.vectors)
-    except ValueError as error:
-        raise ConfigError(f"pipeline cluster: {error}") from None
-    spec = kmeans.VectorSpec(columns, options.normalize, _n_features(inputs))
-    total = count_rows(shards)
-    fraction = min(1.0, options.sample_size / max(total, 1))
-    plan = Plan(options, spec, models / CENTRES, fraction)
-    _, tasks = map_tasks(inputs, assign_shard, plan, stage_output)
-    todo, done = pending_tasks(stage_output, tasks)
-    if todo or not (models / MODEL_META).exists():
+class Cluster(Stage):
+    """See the module docstring."""
+
+    name = "cluster"
+    Options = Options
+    transform = staticmethod(assign_shard)
+    keep = (LABELS, "labels.edited-*.toml", f"{MODELS}/{LABELS_HASH}")
+    map_group = ASSIGN_GROUP  # terms folded group by group: flat driver memory
+
+    def __init__(self, options: Options | None = None):
+        super().__init__(options)
+        self.columns: list[str] = []
+        self.term_counts: dict[tuple[int, str], int] = {}
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        try:
+            self.columns = vectors.choose(schema, self.options.vectors)
+        except ValueError as error:
+            raise InputError(f"cluster: input dataset {dataset}: {error}") from None
+
+    def fit(self, run: StageRun) -> Plan:
+        """Sample, choose K and fit the centres (MiniBatch K-means shard by shard)."""
+        spec = kmeans.VectorSpec(self.columns, self.options.normalize, _n_features(run.inputs))
+        fraction = min(1.0, self.options.sample_size / max(run.rows_in, 1))
         from threadpoolctl import threadpool_limits
 
         # small problems (a bounded sample, one mini-batch at a time): one OpenMP/BLAS thread is
         # as fast, and many threads spin against the Dask workers (or a busy machine) instead
         with threadpool_limits(limits=1):
-            fit(shards, spec, options, fraction, models, engine)
-    model_meta = json.loads((models / MODEL_META).read_text())
-    term_counts: dict[tuple[int, str], int] = {}
-    fold_terms(done, term_counts)
-    records = list(done)
-    for g in range(0, len(todo), ASSIGN_GROUP):  # terms folded group by group: flat driver memory
-        group = todo[g:g + ASSIGN_GROUP]
-        part = engine.map(execute_map_task, group, labels=[str(t.shard) for t in group], desc="cluster")
-        fold_terms(part, term_counts)
-        records += part
-    result_summary = build_summary(records, options, model_meta, term_counts)
-    write_json_atomic(output / SUMMARY, result_summary)
-    details = {"k": model_meta["k"], "k_chosen_by": model_meta["k_chosen_by"],
-               "silhouette": model_meta.get("silhouette"), "vectors": columns,
-               "sizes": [c["size"] for c in result_summary["clusters"]]}
-    if todo or not (output / LABELS).exists():
-        kept = write_label_map(output, summary.labels_toml(result_summary, str(output)))
-        if kept is not None:
-            details["edited_labels_kept_as"] = str(kept)
-    stage_output.finalize(records, extra={"summary": SUMMARY, "labels": LABELS, **details})
-    return result_from_records("cluster", records, total, stage_output, started,
-                               skipped=len(done), details=details)
+            fit(run.shards, spec, self.options, fraction, run.output / MODELS, run.engine)
+        return Plan(self.options, spec, run.output / MODELS / CENTRES, fraction)
+
+    def absorb(self, records: list) -> None:
+        fold_terms(records, self.term_counts)
+
+    def details(self, run: StageRun, records: list) -> dict:
+        """summary.json and (after a refit) a fresh labels.toml; an edited one is kept aside."""
+        output = run.output
+        model_meta = json.loads((output / MODELS / MODEL_META).read_text())
+        result_summary = build_summary(records, self.options, model_meta, self.term_counts)
+        write_json_atomic(output / SUMMARY, result_summary)
+        details = {"summary": SUMMARY, "labels": LABELS, "k": model_meta["k"],
+                   "k_chosen_by": model_meta["k_chosen_by"], "silhouette": model_meta.get("silhouette"),
+                   "vectors": self.columns, "sizes": [c["size"] for c in result_summary["clusters"]]}
+        if run.todo or not (output / LABELS).exists():
+            kept = write_label_map(output, summary.labels_toml(result_summary, str(output)))
+            if kept is not None:
+                details["edited_labels_kept_as"] = str(kept)
+        return details
+
+
+def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
+    return Cluster(options).run(inputs, output, engine, fresh=fresh)
 
 
 def write_label_map(output: Path, text: str) -> Path | None:
@@ -272,7 +270,7 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
     else:
         k, scores, chosen_by = int(options.k), {}, "option"
     if sample.shape[0] < k:
-        raise ConfigError(f"--k {k}: only {sample.shape[0]} rows sampled; lower --k or raise --sample-size")
+        raise JobError(f"--k {k}: only {sample.shape[0]} rows sampled; lower --k or raise --sample-size")
     centres = kmeans.initial_centres(sample, k, options.seed)
     if engine.local or sp.issparse(sample):
         fitted_by = "partial_fit shard by shard on the driver"

@@ -32,8 +32,8 @@ import scipy.sparse as sp
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
-from pipeline.dataset import DatasetError
 from pipeline.engine import Engine
+from pipeline.errors import EmptyResultError
 from pipeline.features import vectors
 from pipeline.hashing import xxhash64
 
@@ -81,7 +81,7 @@ def sample_shard(task: SampleTask):
 def stack(parts: list) -> np.ndarray | sp.csr_matrix:
     parts = [p for p in parts if p.shape[0]]
     if not parts:
-        raise DatasetError("the input has no rows to cluster")
+        raise EmptyResultError("cluster: the input has no rows to cluster")
     if sp.issparse(parts[0]):
         return sp.vstack(parts).tocsr()
     return np.vstack(parts)

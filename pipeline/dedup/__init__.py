@@ -40,7 +40,14 @@ from pipeline.dedup.passes import (
 )
 from pipeline.engine import Engine
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import StageResult, count_rows, input_shards, result_from_records, shard_relpath
+from pipeline.stage import (
+    Stage,
+    StageResult,
+    count_rows,
+    input_shards,
+    result_from_records,
+    shard_relpath,
+)
 
 WORK = "_work"
 
@@ -271,3 +278,13 @@ def assignments(plan: Plan, engine: Engine, details: dict) -> pl.DataFrame:
                 similarity=pl.lit(None, pl.Float64), near_group="near_group")
     )
     return pl.concat([removed_frame, kept_frame]).sort("node")
+
+
+class Dedup(Stage):
+    """See the module docstring."""
+
+    name = "dedup"
+    Options = Options
+
+    def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
+        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)

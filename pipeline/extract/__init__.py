@@ -20,13 +20,14 @@ import polars as pl
 from pydantic import Field, field_validator
 
 from pipeline.engine import Engine
+from pipeline.errors import InputError, require_columns
 from pipeline.extract.content import ExtractError, extract_html
 from pipeline.hashing import doc_id
-from pipeline.schema import DOC_SCHEMA, RAW_SCHEMA, rejected_folder
-from pipeline.stage import REASON, ShardOutput, StageResult, run_map_stage
+from pipeline.schema import DOC_SCHEMA, RAW_SCHEMA
+from pipeline.stage import REASON, ShardOutput, Stage, StageResult
 from pipeline.stage import Options as StageOptions
 
-__all__ = ["Options", "run", "extract_shard", "extract_html", "ExtractError"]
+__all__ = ["Extract", "Options", "run", "extract_shard", "extract_html", "ExtractError"]
 
 
 class Options(StageOptions):
@@ -106,7 +107,7 @@ def extract_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     raw = frame.collect()
     missing = [c for c in _RAW_COLUMNS if c not in raw.columns]
     if missing:
-        raise ValueError(f"extract needs raw pages ({', '.join(_RAW_COLUMNS)}); missing {missing}")
+        raise InputError(f"extract needs raw pages ({', '.join(_RAW_COLUMNS)}); missing {missing}")
     raw = raw.select(_RAW_COLUMNS)
     keep_rows: list[int] = []
     titles, texts, urls, metas = [], [], [], []
@@ -148,9 +149,20 @@ def extract_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
                        counts={"text_chars": sum(len(t) for t in texts)})
 
 
+class Extract(Stage):
+    """See the module docstring."""
+
+    name = "extract"
+    Options = Options
+    secondary = ("rejected",)
+    transform = staticmethod(extract_shard)
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        require_columns(self.name, dataset, schema, _RAW_COLUMNS,
+                        hint="extract reads raw pages as `pipeline fetch` writes them")
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine,
         fresh: bool = False) -> StageResult:
     """Extract every shard of the raw inputs into documents at OUTPUT (drops → rejected/)."""
-    output = Path(output)
-    return run_map_stage("extract", extract_shard, options, inputs,
-                         {"main": output, "rejected": rejected_folder(output)}, engine, fresh)
+    return Extract(options).run(inputs, output, engine, fresh=fresh)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,20 +23,11 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from pipeline.config import ConfigError
-from pipeline.dataset import StageOutput
 from pipeline.engine import Engine
+from pipeline.errors import JobError, require_columns, wrong_type
 from pipeline.features import numeric, text, vectors, word2vec
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import (
-    ShardOutput,
-    StageResult,
-    count_rows,
-    execute_map_task,
-    map_tasks,
-    pending_tasks,
-    result_from_records,
-)
+from pipeline.stage import ShardOutput, ShardTask, Stage, StageResult, StageRun
 
 MODELS = "_models"
 WORK = "_work"
@@ -187,18 +177,6 @@ def transform_shard(frame: pl.LazyFrame, plan: Plan) -> ShardOutput:
     return ShardOutput({"main": out})
 
 
-def check_input(shards: list[Path], options: Options) -> None:
-    """Fail before any work, naming the option, when a column the options need is missing."""
-    schema = pl.read_parquet_schema(shards[0])
-    if (options.tfidf or options.word2vec) and options.text_column not in schema:
-        raise ConfigError(f"--text-column {options.text_column}: no such column (the input has {list(schema)})")
-    for c in options.numeric:
-        if c not in schema:
-            raise ConfigError(f"--numeric {c}: no such column (the input has {list(schema)})")
-        if not schema[c].is_numeric():
-            raise ConfigError(f"--numeric {c}: column is {schema[c]}, not numeric")
-
-
 def counts_path(work: Path, index: int) -> Path:
     return work / f"counts-{index:05d}.npz"
 
@@ -275,7 +253,7 @@ def fit(shards: list[Path], options: Options, models: Path, work: Path, engine: 
 def reuse(source: Path, options: Options, models: Path) -> dict:
     """Copy an earlier run's models into this output and check they cover the options."""
     if not (source / META).exists():
-        raise FileNotFoundError(f"--models {source}: no {META} there (expected an OUTPUT/_models folder)")
+        raise JobError(f"--models {source}: no {META} there (expected an OUTPUT/_models folder)")
     if source.resolve() != models.resolve():
         shutil.copytree(source, models, dirs_exist_ok=True)
     meta = json.loads((models / META).read_text())
@@ -283,36 +261,53 @@ def reuse(source: Path, options: Options, models: Path) -> dict:
             SVD_BUCKETS: options.tfidf and options.svd_components > 0, W2V_KV: options.word2vec, SCALER_FILE: bool(options.numeric)}
     missing = [name for name, wanted in need.items() if wanted and not (models / name).exists()]
     if missing:
-        raise FileNotFoundError(f"--models {source}: missing {missing} for the options given")
+        raise JobError(f"--models {source}: missing {missing} for the options given")
     if options.numeric and meta.get("numeric") != options.numeric:
-        raise ConfigError(f"--models {source}: scaler was fitted on {meta.get('numeric')}, not {options.numeric}")
+        raise JobError(f"--models {source}: scaler was fitted on {meta.get('numeric')}, not {options.numeric}")
     return meta
 
 
+class Features(Stage):
+    """See the module docstring."""
+
+    name = "features"
+    Options = Options
+    transform = staticmethod(transform_shard)
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        """Fail before any work, naming the option, when a column the options need is missing."""
+        options = self.options
+        if options.tfidf or options.word2vec:
+            require_columns(self.name, dataset, schema, [options.text_column],
+                            hint="set --text-column (job file: features.text_column)")
+        require_columns(self.name, dataset, schema, options.numeric, hint="check --numeric")
+        for column in options.numeric:
+            if not schema[column].is_numeric():
+                raise wrong_type(self.name, column, dataset, schema[column], "a numeric type (--numeric)")
+
+    def fit(self, run: StageRun) -> Plan:
+        """Fit the models (or copy --models) into OUTPUT/_models; hashed counts stay in _work."""
+        models, work = run.output / MODELS, run.output / WORK
+        if self.options.models:
+            reuse(Path(self.options.models), self.options, models)
+            return Plan(self.options, models)
+        fit(run.shards, self.options, models, work, run.engine)
+        return Plan(self.options, models, counts=work)
+
+    def plan_for_shard(self, plan: Plan, task: ShardTask) -> Plan:
+        """Each shard reads back the counts the IDF pass hashed for it (no second hashing)."""
+        if plan.counts is None:
+            return plan
+        return Plan(plan.options, plan.models, counts_path(plan.counts, task.index))
+
+    def details(self, run: StageRun, records: list) -> dict:
+        meta = json.loads((run.output / MODELS / META).read_text())
+        return {"models": MODELS, **{k: meta[k] for k in ("n_docs", "svd_components", "buckets_weighted",
+                                                          "w2v_vocabulary") if k in meta}}
+
+    def cleanup(self, run: StageRun) -> None:
+        shutil.rmtree(run.output / WORK, ignore_errors=True)
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
-    started = time.perf_counter()
-    output = Path(output)
-    stage_output = StageOutput("features", options.fingerprint_dict(), inputs, {"main": output}, fresh=fresh)
-    models = output / MODELS
-    plan = Plan(options, models)
-    shards, tasks = map_tasks(inputs, transform_shard, plan, stage_output)
-    todo, done = pending_tasks(stage_output, tasks)
-    check_input(shards, options)
-    work = output / WORK
-    try:
-        if todo and options.models:
-            reuse(Path(options.models), options, models)
-        elif todo:
-            fit(shards, options, models, work, engine)
-            for index, task in enumerate(tasks):
-                task.options = Plan(options, models, counts_path(work, index))
-        records = engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc="features")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    meta = json.loads((models / META).read_text())
-    records = done + records
-    details = {k: meta[k] for k in ("n_docs", "svd_components", "buckets_weighted", "w2v_vocabulary")
-               if k in meta}
-    stage_output.finalize(records, extra={"models": MODELS, **details})
-    return result_from_records("features", records, count_rows(shards), stage_output,
-                               started, skipped=len(done), details=details)
+    return Features(options).run(inputs, output, engine, fresh=fresh)

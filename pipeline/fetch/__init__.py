@@ -20,13 +20,14 @@ from pathlib import Path
 
 from pipeline.dataset import StageOutput, TaskRecord, input_fingerprint
 from pipeline.engine import Engine
+from pipeline.errors import JobError
 from pipeline.fetch.options import ApiSource, CrawlSource, FilesSource, Source, SqlSource
 from pipeline.fetch.urls import host_of
 from pipeline.fetch.writer import partition_value
 from pipeline.schema import rejected_folder
 from pipeline.secrets import fingerprint_with_secrets
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import StageResult
+from pipeline.stage import Stage, StageResult
 
 SOURCE_KINDS: dict[str, type[StageOptions]] = {
     "crawl": CrawlSource,
@@ -68,7 +69,6 @@ def source_name(source) -> str:
 
 def _output_kind(options: Options) -> tuple[str, dict[int, list]]:
     """"pages" or "records" for the whole run (mixing is refused), and each files source's files."""
-    from pipeline.config import ConfigError
     from pipeline.fetch.files import expand_files
 
     kinds: dict[str, str] = {}
@@ -84,7 +84,7 @@ def _output_kind(options: Options) -> tuple[str, dict[int, list]]:
             for path, fmt in found:
                 kinds.setdefault("pages" if fmt in ("html", "warc") else "records", str(path))
     if len(kinds) > 1:
-        raise ConfigError(
+        raise JobError(
             f"fetch: one run writes either raw pages or documents, not both: {kinds['pages']} gives "
             f"raw pages and {kinds['records']} gives documents; use two fetch runs with two outputs")
     return next(iter(kinds), "pages"), files
@@ -92,11 +92,10 @@ def _output_kind(options: Options) -> tuple[str, dict[int, list]]:
 
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     """Run every source into OUTPUT (one dataset), resumably; see the module docstring."""
-    from pipeline.config import ConfigError
 
     started = time.perf_counter()
     if not options.sources:
-        raise ConfigError("fetch: no sources; add [[fetch.sources]] tables (kind = crawl | api | sql | files)")
+        raise JobError("fetch: no sources; add [[fetch.sources]] tables (kind = crawl | api | sql | files)")
     kind, files = _output_kind(options)
     fingerprint = options.fingerprint_dict()
     if files:
@@ -153,4 +152,15 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     )
 
 
-__all__ = ["SOURCE_KINDS", "ApiSource", "CrawlSource", "FilesSource", "Options", "SqlSource", "run"]
+class Fetch(Stage):
+    """See the module docstring."""
+
+    name = "fetch"
+    Options = Options
+    source_kinds = SOURCE_KINDS
+
+    def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
+        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
+
+
+__all__ = ["Fetch", "SOURCE_KINDS", "ApiSource", "CrawlSource", "FilesSource", "Options", "SqlSource", "run"]

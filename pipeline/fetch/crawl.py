@@ -28,6 +28,7 @@ import lxml.etree
 import lxml.html
 
 from pipeline.dataset import StageOutput, TaskRecord
+from pipeline.errors import JobError
 from pipeline.fetch.http import HttpClient, Response, media_type
 from pipeline.fetch.options import CrawlSource
 from pipeline.fetch.robots import Robots
@@ -179,12 +180,11 @@ class Crawler:
     """Crawls one `CrawlSource` into `output` (see the module docstring)."""
 
     def __init__(self, options: CrawlSource, output: StageOutput, task: str, source: str):
-        from pipeline.config import ConfigError
 
         try:
             seeds = [canonical_url(seed, sort_query=options.sort_query) for seed in options.seeds]
         except UrlError as error:
-            raise ConfigError(f"fetch crawl: bad seed: {error}") from None
+            raise JobError(f"fetch crawl: bad seed: {error}") from None
         options = options.model_copy(update={"seeds": seeds})
         self.options = options
         self.output = output

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.dataset import StageOutput, TaskRecord
+from pipeline.errors import JobError
 from pipeline.fetch.options import FilesSource
 from pipeline.fetch.records import RecordError, records_to_docs
 from pipeline.fetch.writer import DOC_SCHEMA, RAW_SCHEMA, ShardRoller, raw_row
@@ -57,7 +58,6 @@ def file_format(path: Path, forced: str = "auto") -> str | None:
 
 def expand_files(source: FilesSource) -> list[tuple[Path, str]]:
     """(path, format) of every file the source's patterns match, sorted, each once."""
-    from pipeline.config import ConfigError
 
     found: dict[str, tuple[Path, str]] = {}
     for pattern in source.glob:
@@ -70,7 +70,7 @@ def expand_files(source: FilesSource) -> list[tuple[Path, str]]:
             if fmt is not None:
                 found[match] = (path, fmt)
     if not found:
-        raise ConfigError(f"fetch files: no readable file matches {source.glob} "
+        raise JobError(f"fetch files: no readable file matches {source.glob} "
                           f"(formats: {', '.join(sorted(set(FORMATS.values())))}, optionally .gz/.bz2)")
     return [found[k] for k in sorted(found)]
 

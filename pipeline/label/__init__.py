@@ -14,7 +14,7 @@ Example: pipeline label --input out/clusters --output out/labelled --map out/clu
 
 from __future__ import annotations
 
-import time
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,22 +24,12 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from pipeline.cluster.kmeans import VectorSpec
-from pipeline.config import ConfigError
-from pipeline.dataset import StageOutput, file_sha256, write_json_atomic
+from pipeline.dataset import file_sha256, write_json_atomic
 from pipeline.engine import Engine
+from pipeline.errors import InputError, JobError, missing_column
 from pipeline.features import vectors
 from pipeline.label import labelmap, propagate
-from pipeline.schema import rejected_folder
-from pipeline.stage import (
-    REASON,
-    ShardOutput,
-    StageResult,
-    count_rows,
-    execute_map_task,
-    map_tasks,
-    pending_tasks,
-    result_from_records,
-)
+from pipeline.stage import REASON, ShardOutput, Stage, StageResult, StageRun
 from pipeline.stage import Options as StageOptions
 
 MODELS = "_models"
@@ -111,7 +101,7 @@ def map_shard(frame: pl.LazyFrame, plan: Plan) -> ShardOutput:
     """Worker: apply the label map (join on `cluster`); dropped clusters → rejected."""
     df = frame.collect()
     if "cluster" not in df.columns:
-        raise ValueError("the input has no `cluster` column: run `pipeline cluster` first, or use --seed-labels")
+        raise InputError("label: the input has no `cluster` column: run `pipeline cluster` first, or use --seed-labels")
     df = df.drop([c for c in ("label_confidence", "label_source") if c in df.columns])
     joined = df.with_columns(pl.col("cluster").cast(pl.Int32)).join(
         labelmap.map_frame(plan.map_entries), on="cluster", how="left", maintain_order="left")
@@ -161,8 +151,8 @@ def _plan(inputs: list[Path], options: Options) -> Plan:
                     if Path(options.seed_labels).is_file() else "")
     path = Path(options.map) if options.map else Path(inputs[0]) / LABELS
     if not options.map and not path.exists():
-        raise ConfigError(f"pipeline label: no --map given and no {path}; run `pipeline cluster` "
-                          "first or give --map FILE or --seed-labels FILE")
+        raise JobError(f"pipeline label: no --map given and no {path}; run `pipeline cluster` "
+                       "first or give --map FILE or --seed-labels FILE")
     entries = labelmap.read_label_map(path)
     return Plan(options, "map", map_entries=entries, file_digest=file_sha256(path))
 
@@ -190,36 +180,54 @@ def train(shards: list[Path], plan: Plan, output: Path, engine: Engine) -> dict:
     return info
 
 
+class Label(Stage):
+    """See the module docstring."""
+
+    name = "label"
+    Options = Options
+    secondary = ("rejected",)
+
+    def __init__(self, options: Options | None = None):
+        super().__init__(options)
+        self.plan: Plan | None = None
+
+    def fingerprint(self, inputs: list[Path]) -> dict:
+        """The options, the mode and the content of the map or seed file."""
+        self.plan = _plan(inputs, self.options)
+        return self.plan.fingerprint_dict()
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        if self.options.seed_labels:
+            try:
+                vectors.choose(schema, self.options.vectors)
+            except ValueError as error:
+                raise InputError(f"label: input dataset {dataset}: {error}") from None
+        elif "cluster" not in schema:
+            raise missing_column(self.name, "cluster", dataset, schema,
+                                 hint="run `pipeline cluster` first, or use --seed-labels FILE")
+
+    def transform(self, frame: pl.LazyFrame, plan: Plan) -> ShardOutput:
+        return seeds_shard(frame, plan) if plan.mode == "seeds" else map_shard(frame, plan)
+
+    def fit(self, run: StageRun) -> Plan:
+        """With seed labels: gather the seeds' vectors and train the classifier."""
+        plan = self.plan if self.plan is not None else _plan(run.inputs, self.options)
+        if plan.mode == "seeds":
+            from pipeline.cluster import _n_features
+
+            schema = dict(pl.read_parquet_schema(run.shards[0]))
+            plan.spec = VectorSpec(vectors.choose(schema, self.options.vectors), self.options.normalize,
+                                   _n_features(run.inputs))
+            plan.models = run.output / MODELS
+            train(run.shards, plan, run.output, run.engine)
+        return plan
+
+    def details(self, run: StageRun, records: list) -> dict:
+        details: dict = {"mode": "seeds" if self.options.seed_labels else "map"}
+        if self.options.seed_labels:
+            details.update(json.loads((run.output / MODELS / "classifier.json").read_text()))
+        return details
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
-    started = time.perf_counter()
-    output = Path(output)
-    plan = _plan(inputs, options)
-    stage_output = StageOutput("label", plan.fingerprint_dict(), inputs,
-                               {"main": output, "rejected": rejected_folder(output)}, fresh=fresh)
-    transform = seeds_shard if plan.mode == "seeds" else map_shard
-    shards, tasks = map_tasks(inputs, transform, plan, stage_output)
-    details: dict = {"mode": plan.mode}
-    if plan.mode == "map" and "cluster" not in pl.read_parquet_schema(shards[0]):
-        raise ConfigError(f"pipeline label: {inputs[0]} has no `cluster` column; run `pipeline cluster` "
-                          "first, or use --seed-labels FILE")
-    if plan.mode == "seeds":
-        try:
-            columns = vectors.choose(dict(pl.read_parquet_schema(shards[0])), options.vectors)
-        except ValueError as error:
-            raise ConfigError(f"pipeline label: {error}") from None
-        from pipeline.cluster import _n_features
-
-        plan.spec = VectorSpec(columns, options.normalize, _n_features(inputs))
-        plan.models = output / MODELS
-    todo, done = pending_tasks(stage_output, tasks)
-    if plan.mode == "seeds":
-        import json
-
-        info_path = plan.models / "classifier.json"
-        if todo or not info_path.exists():
-            train(shards, plan, output, engine)
-        details.update(json.loads(info_path.read_text()))
-    records = done + engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc="label")
-    stage_output.finalize(records, extra=details)
-    return result_from_records("label", records, count_rows(shards), stage_output, started,
-                               skipped=len(done), details=details)
+    return Label(options).run(inputs, output, engine, fresh=fresh)

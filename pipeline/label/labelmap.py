@@ -13,7 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import ConfigError, read_toml
+from pipeline.dataset import read_toml
+from pipeline.errors import JobError
 
 
 @dataclass(frozen=True)
@@ -29,24 +30,24 @@ def read_label_map(path: Path) -> list[ClusterLabel]:
     data = read_toml(path, f"--map {path}")
     entries = data.get("cluster")
     if not isinstance(entries, list):
-        raise ConfigError(f"--map {path}: expected [[cluster]] tables (id, name, drop)")
+        raise JobError(f"--map {path}: expected [[cluster]] tables (id, name, drop)")
     by_id: dict[int, dict] = {}
     for n, entry in enumerate(entries):
         where = f"--map {path}: cluster entry {n + 1}"
         cid = entry.get("id")
         if not isinstance(cid, int) or isinstance(cid, bool):
-            raise ConfigError(f"{where}: key `id` must be an integer (found {cid!r})")
+            raise JobError(f"{where}: key `id` must be an integer (found {cid!r})")
         if cid in by_id:
-            raise ConfigError(f"{where}: cluster id {cid} appears twice")
+            raise JobError(f"{where}: cluster id {cid} appears twice")
         name = entry.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ConfigError(f"{where}: key `name` must be a non-empty string (found {name!r})")
+            raise JobError(f"{where}: key `name` must be a non-empty string (found {name!r})")
         drop = entry.get("drop", False)
         if not isinstance(drop, bool):
-            raise ConfigError(f"{where}: key `drop` must be true or false (found {drop!r})")
+            raise JobError(f"{where}: key `drop` must be true or false (found {drop!r})")
         merge = entry.get("merge_into")
         if merge is not None and (not isinstance(merge, int) or isinstance(merge, bool)):
-            raise ConfigError(f"{where}: key `merge_into` must be a cluster id (found {merge!r})")
+            raise JobError(f"{where}: key `merge_into` must be a cluster id (found {merge!r})")
         by_id[cid] = {"name": name.strip() if name else None, "drop": drop, "merge_into": merge}
     out = []
     for cid, entry in sorted(by_id.items()):
@@ -54,9 +55,9 @@ def read_label_map(path: Path) -> list[ClusterLabel]:
         target = entry["merge_into"]
         while target is not None:
             if target not in by_id:
-                raise ConfigError(f"--map {path}: cluster {cid}: merge_into {target} is not a cluster id in the file")
+                raise JobError(f"--map {path}: cluster {cid}: merge_into {target} is not a cluster id in the file")
             if target in seen:
-                raise ConfigError(f"--map {path}: cluster {cid}: merge_into forms a cycle {sorted(seen)}")
+                raise JobError(f"--map {path}: cluster {cid}: merge_into forms a cycle {sorted(seen)}")
             seen.add(target)
             label, target = by_id[target]["name"], by_id[target]["merge_into"]
         out.append(ClusterLabel(cid, label, entry["drop"]))

@@ -16,14 +16,14 @@ import numpy as np
 import polars as pl
 
 from pipeline.cluster.kmeans import VectorSpec, stack
-from pipeline.config import ConfigError
+from pipeline.errors import JobError
 
 
 def read_seeds(path: Path) -> pl.DataFrame:
     """id, label (String) of the seed rows; nulls and duplicate ids (first kept) removed."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--seed-labels {path}: file not found")
+        raise JobError(f"--seed-labels {path}: file not found")
     suffix = "".join(path.suffixes).lower()
     if suffix.endswith(".parquet"):
         frame = pl.read_parquet(path)
@@ -32,10 +32,10 @@ def read_seeds(path: Path) -> pl.DataFrame:
     elif suffix.endswith((".csv", ".tsv")):
         frame = pl.read_csv(path, separator="\t" if suffix.endswith(".tsv") else ",", infer_schema=False)
     else:
-        raise ConfigError(f"--seed-labels {path}: expected .csv, .tsv, .jsonl or .parquet")
+        raise JobError(f"--seed-labels {path}: expected .csv, .tsv, .jsonl or .parquet")
     missing = {"id", "label"} - set(frame.columns)
     if missing:
-        raise ConfigError(f"--seed-labels {path}: missing column(s) {sorted(missing)} (has {frame.columns})")
+        raise JobError(f"--seed-labels {path}: missing column(s) {sorted(missing)} (has {frame.columns})")
     return (frame.select(pl.col("id").cast(pl.String), pl.col("label").cast(pl.String))
             .drop_nulls().unique("id", keep="first", maintain_order=True))
 
@@ -57,7 +57,7 @@ def training_set(results: list[tuple[list[str], object]], seeds: pl.DataFrame):
     """Stack the gathered vectors and line up their labels (order: shard order, row order)."""
     ids = [i for r in results for i in r[0]]
     if not ids:
-        raise ConfigError("--seed-labels: none of the seed ids is in the input")
+        raise JobError("--seed-labels: none of the seed ids is in the input")
     x = stack([r[1] for r in results])
     labels = pl.DataFrame({"id": ids}).join(seeds, on="id", how="left", maintain_order="left")["label"]
     return x, labels.to_numpy(), ids
@@ -67,7 +67,7 @@ def train_classifier(x, y: np.ndarray, kind: str, class_weight: str | None, seed
     from sklearn.linear_model import LogisticRegression, SGDClassifier
 
     if len(np.unique(y)) < 2:
-        raise ConfigError(f"--seed-labels: need at least two labels among the seeds found, got {sorted(set(y))}")
+        raise JobError(f"--seed-labels: need at least two labels among the seeds found, got {sorted(set(y))}")
     if kind == "logistic":
         model = LogisticRegression(max_iter=2000, class_weight=class_weight, random_state=seed)
     else:

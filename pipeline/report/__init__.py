@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 from pipeline.dataset import write_bytes_atomic, write_json_atomic
 from pipeline.engine import Engine
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import StageResult
+from pipeline.stage import Stage, StageResult
 
 HTML_NAME = "index.html"
 METRICS_NAME = "metrics.json"
@@ -90,3 +90,13 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
         details["val_macro_f1"] = round(baseline["validation"]["macro_f1"], 4)
     return StageResult(stage="report", rows_in=rows, rows_out=rows, seconds=round(time.perf_counter() - started, 3),
                        outputs={"main": str(output)}, details=json.loads(json.dumps(details)))
+
+
+class Report(Stage):
+    """See the module docstring."""
+
+    name = "report"
+    Options = Options
+
+    def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
+        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)

@@ -28,7 +28,6 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import field_validator, model_validator
 
-from pipeline.config import ConfigError
 from pipeline.dataset import (
     MANIFEST,
     DatasetError,
@@ -39,16 +38,12 @@ from pipeline.dataset import (
     write_shard,
 )
 from pipeline.engine import Engine
-
-try:  # TODO(trust2): pipeline.errors lands with the stage-shape work; drop the fallback then
-    from pipeline.errors import EmptyResultError
-except ImportError:  # pragma: no cover
-    EmptyResultError = DatasetError
+from pipeline.errors import EmptyResultError, JobError
 from pipeline.schema import rejected_folder
 from pipeline.split import export, passes, quotas
 from pipeline.split.export import EXPORT_MANIFEST, verify  # noqa: F401 - public helpers
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import StageResult, count_rows, input_shards
+from pipeline.stage import Stage, StageResult, count_rows, input_shards
 
 STAGE = "split"
 GROUP_BUCKET_ROWS = 1_000_000  # rows per group-shuffle bucket: bounds a bucket worker's memory
@@ -392,7 +387,7 @@ def _assign_and_write(engine: Engine, options: Options, shards: list[Path], spec
     if options.balance == "target" and options.target_shares() is not None:
         missing = sorted(s for s, n in train_rows.items() if n and s not in options.target_shares())
         if missing:
-            raise ConfigError(f"split: key `target`: names no share for class(es) {missing}; "
+            raise JobError(f"split: key `target`: names no share for class(es) {missing}; "
                               "add them (0 drops a class)")
     if greedy:
         cuts = {s: (0, 1, 0) for s in split_th}
@@ -566,3 +561,13 @@ def _run(inputs: list[Path], output: Path, options: Options, engine: Engine, fre
                        seconds=round(time.perf_counter() - started, 3),
                        outputs={k: str(v) for k, v in out.outputs.items()},
                        skipped_tasks=len(done), details=summary)
+
+
+class Split(Stage):
+    """See the module docstring."""
+
+    name = "split"
+    Options = Options
+
+    def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
+        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
