@@ -140,17 +140,10 @@ def result_from_records(
     )
 
 
-RECORD_KINDS = ("text", "instruction", "chat")
-
-
-def record_kind(schema: dict[str, Any]) -> str:
-    """The record kind a dataset holds, from its columns: chat (`messages`), instruction
-    (`prompt` and `response`) or text (anything else; documents have `text`)."""
-    if "messages" in schema:
-        return "chat"
-    if "prompt" in schema and "response" in schema:
-        return "instruction"
-    return "text"
+def dataset_kinds(schema: dict[str, Any]) -> tuple[str, ...]:
+    """The record kinds a dataset may hold, from its columns: a `kind` column means instruction
+    and/or chat records (pipeline.records), none means text documents."""
+    return ("instruction", "chat") if "kind" in schema else ("text",)
 
 
 @dataclass
@@ -200,7 +193,7 @@ class Stage:
                                     "rejected": df.filter(pl.col(REASON).is_not_null())})
 
     Run it with `DropShort(options).run(inputs, output, engine)`, or from a job file with
-    `[[custom]] use = "mymodule:DropShort"` (see docs/python-api.md).
+    `[[custom]] use = "mymodule:DropShort"`.
     """
 
     name: ClassVar[str] = ""
@@ -318,9 +311,9 @@ class StageRun:
                 continue
             seen.add(root)
             schema = dict(pl.read_parquet_schema(shard))
-            kind = record_kind(schema)
-            if kind not in self.stage.kinds:
-                raise InputError(f"{self.stage.name}: input dataset {root} holds {kind} records "
+            kinds = dataset_kinds(schema)
+            if not set(kinds) & set(self.stage.kinds):
+                raise InputError(f"{self.stage.name}: input dataset {root} holds {' or '.join(kinds)} records "
                                  f"(columns {', '.join(schema)}); this stage takes {', '.join(self.stage.kinds)}")
             self.stage.check(schema, root)
 

@@ -34,6 +34,7 @@ from pipeline.clean.quality import (
 from pipeline.clean.records import clean_record_batch
 from pipeline.engine import Engine
 from pipeline.errors import require_columns
+from pipeline.records import KINDS as RECORD_KINDS
 from pipeline.stage import REASON, ShardOutput, Stage, StageResult, StageRun, batch_starts
 from pipeline.stage import Options as StageOptions
 
@@ -265,6 +266,7 @@ class Clean(Stage):
 
     name = "clean"
     Options = Options
+    kinds = RECORD_KINDS
     secondary = ("rejected",)
     transform = staticmethod(clean_shard)
 

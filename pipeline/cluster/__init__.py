@@ -30,6 +30,7 @@ from pipeline.dataset import write_bytes_atomic, write_json_atomic
 from pipeline.engine import Engine
 from pipeline.errors import InputError, JobError
 from pipeline.features import vectors
+from pipeline.records import KINDS
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import ShardOutput, Stage, StageResult, StageRun
 
@@ -175,6 +176,7 @@ class Cluster(Stage):
 
     name = "cluster"
     Options = Options
+    kinds = KINDS
     transform = staticmethod(assign_shard)
     keep = (LABELS, "labels.edited-*.toml", f"{MODELS}/{LABELS_HASH}")
     map_group = ASSIGN_GROUP  # terms folded group by group: flat driver memory

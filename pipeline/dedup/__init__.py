@@ -39,6 +39,7 @@ from pipeline.dedup.passes import (
     pass3_shard,
 )
 from pipeline.engine import Engine
+from pipeline.records import KINDS
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import (
     Stage,
@@ -285,6 +286,7 @@ class Dedup(Stage):
 
     name = "dedup"
     Options = Options
+    kinds = KINDS
 
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
         return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)

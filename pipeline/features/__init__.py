@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from pipeline.engine import Engine
 from pipeline.errors import JobError, require_columns, wrong_type
 from pipeline.features import numeric, text, vectors, word2vec
+from pipeline.records import KINDS
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import ShardOutput, ShardTask, Stage, StageResult, StageRun
 
@@ -272,6 +273,7 @@ class Features(Stage):
 
     name = "features"
     Options = Options
+    kinds = KINDS
     transform = staticmethod(transform_shard)
 
     def check(self, schema: dict, dataset: Path) -> None:

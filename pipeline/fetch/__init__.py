@@ -108,8 +108,8 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     # instruction/chat records and text documents share one schema when one run reads both
     record_columns = any(isinstance(s, FilesSource) and s.record_kind != "text" for s in options.sources)
     if record_columns and any(not isinstance(s, FilesSource) for s in options.sources):
-        raise ConfigError("fetch: instruction/chat records come from files sources only; fetch the "
-                          "api/sql sources in another run")
+        raise JobError("fetch: instruction/chat records come from files sources only; fetch the "
+                       "api/sql sources in another run")
     stage_output = StageOutput("fetch", fingerprint, [], outputs, fresh=fresh)
     records: list[TaskRecord] = []
     details: dict[str, dict] = {}

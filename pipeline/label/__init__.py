@@ -29,6 +29,7 @@ from pipeline.engine import Engine
 from pipeline.errors import InputError, JobError, missing_column
 from pipeline.features import vectors
 from pipeline.label import labelmap, propagate
+from pipeline.records import KINDS
 from pipeline.stage import REASON, ShardOutput, Stage, StageResult, StageRun
 from pipeline.stage import Options as StageOptions
 
@@ -185,6 +186,7 @@ class Label(Stage):
 
     name = "label"
     Options = Options
+    kinds = KINDS
     secondary = ("rejected",)
 
     def __init__(self, options: Options | None = None):

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 
 from pipeline.dataset import write_bytes_atomic, write_json_atomic
 from pipeline.engine import Engine
+from pipeline.records import KINDS
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import Stage, StageResult
 
@@ -97,6 +98,7 @@ class Report(Stage):
 
     name = "report"
     Options = Options
+    kinds = KINDS
 
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
         return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)

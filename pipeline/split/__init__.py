@@ -39,6 +39,7 @@ from pipeline.dataset import (
 )
 from pipeline.engine import Engine
 from pipeline.errors import EmptyResultError, JobError
+from pipeline.records import KINDS
 from pipeline.schema import rejected_folder
 from pipeline.split import export, passes, quotas
 from pipeline.split.export import EXPORT_MANIFEST, verify  # noqa: F401 - public helpers
@@ -568,6 +569,7 @@ class Split(Stage):
 
     name = "split"
     Options = Options
+    kinds = KINDS
 
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
         return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
