@@ -60,9 +60,9 @@ def resolve(value: str, where: str) -> str:
     name = value[len(ENV_PREFIX):]
     found = os.environ.get(name)
     if found is None:
-        from pipeline.config import ConfigError
+        from pipeline.errors import JobError
 
-        raise ConfigError(f"{where} = {value!r}: environment variable {name} is not set")
+        raise JobError(f"{where} = {value!r}: environment variable {name} is not set")
     return found
 
 

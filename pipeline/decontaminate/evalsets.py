@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.config import ConfigError
 from pipeline.dataset import Dataset
 from pipeline.decontaminate.ngrams import batches, windows
+from pipeline.errors import JobError
 from pipeline.fetch.files import COMPRESSIONS, open_maybe_compressed
 
 BUCKET_HASHES = 8_000_000  # hashes one merge task holds (64 MB of uint64; its sort needs about 3x)
@@ -38,7 +38,7 @@ EVAL_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parque
                 ".csv": "csv", ".tsv": "tsv"}
 
 
-class EvalSetError(ConfigError):
+class EvalSetError(JobError):
     """An eval set cannot be read or lacks a named field; the message names the file and field."""
 
 
