@@ -212,19 +212,21 @@ def plan_chunks(
     return tuple(np.concatenate(parts) for parts in (out_doc, out_index, out_first, out_end))
 
 
-def chunk_texts(texts: list[str], spec: str, max_tokens: int, overlap_tokens: int) -> Spans:
+def chunk_texts(texts: list[str], spec: str, max_tokens: int, overlap_tokens: int, encodings: list | None = None) -> Spans:
     """Chunk spans of documents longer than max_tokens (all given texts are cut; the caller
-    passes only the long ones). Offsets are in characters of each text."""
-    tokenizer = load_tokenizer(spec)
+    passes only the long ones, with their encodings when it has them). Offsets are in characters
+    of each text."""
     docs = len(texts)
     lengths = np.fromiter((len(t) for t in texts), np.int64, docs)
     doc_starts = np.concatenate([[0], np.cumsum(lengths)])
     codepoints = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
     levels = char_levels(codepoints, doc_starts)
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    if encodings is None:
+        encodings = load_tokenizer(spec).encode_batch(texts, add_special_tokens=False)
     counts = np.fromiter((len(e) for e in encodings), np.int64, docs)
-    offsets = np.fromiter(chain.from_iterable((o[0] for o in e.offsets) for e in encodings),
-                          np.int64, int(counts.sum()))
+    # (start, end) pairs flattened in C (no Python frame per token), starts taken
+    flat = chain.from_iterable(chain.from_iterable(e.offsets for e in encodings))
+    offsets = np.fromiter(flat, np.int64, 2 * int(counts.sum()))[::2]
     token_doc_bounds = np.concatenate([[0], np.cumsum(counts)])
     token_doc = np.repeat(np.arange(docs), counts)
     token_starts = offsets + doc_starts[token_doc]
@@ -279,20 +281,27 @@ def chunk_frame(table: pl.DataFrame, options: Options) -> pl.DataFrame:
     tokenizer_spec = options.tokenizer
     is_text = pl.col("kind").fill_null("text") == "text" if "kind" in table.columns else pl.lit(True)
     rendered = table.select(pl.when(is_text).then(pl.col(text)).otherwise(None).fill_null("").alias("t"))["t"]
-    counts = count_tokens(rendered, tokenizer_spec)
-    long_rows = np.flatnonzero(counts > options.max_tokens)
-    parts = []
-    if long_rows.size:
-        long_texts = rendered.gather(long_rows)
-        lengths = long_texts.str.len_bytes().to_numpy()
-        starts = batch_starts(lengths, max(len(long_texts), 1), options.batch_bytes).tolist()
-        stops = [*starts[1:], len(long_texts)]
-        for a, b in zip(starts, stops, strict=True):
-            spans = chunk_texts(long_texts[a:b].to_list(), tokenizer_spec, options.max_tokens, options.overlap_tokens)
-            parts.append(pl.DataFrame({
-                "_row": long_rows[a:b][spans.row].astype(np.int64), "chunk_index": spans.index,
-                "_start": spans.start, "_end": spans.end, "_from": spans.overlap_start,
-            }))
+    tokenizer = load_tokenizer(tokenizer_spec)
+    # one encoding (with offsets) of every row, batch by batch: the counts say which rows are
+    # long, and the long rows' offsets are where they can be cut
+    lengths = rendered.str.len_bytes().to_numpy()
+    starts = batch_starts(lengths, max(len(rendered), 1), options.batch_bytes).tolist()
+    stops = [*starts[1:], len(rendered)]
+    parts, long_parts = [], []
+    for a, b in zip(starts, stops, strict=True):
+        encodings = tokenizer.encode_batch(rendered[a:b].to_list(), add_special_tokens=False)
+        counts = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
+        long_in_batch = np.flatnonzero(counts > options.max_tokens)
+        if long_in_batch.size == 0:
+            continue
+        long_parts.append(long_in_batch + a)
+        spans = chunk_texts(rendered[a:b].gather(long_in_batch).to_list(), tokenizer_spec, options.max_tokens,
+                            options.overlap_tokens, [encodings[i] for i in long_in_batch])
+        parts.append(pl.DataFrame({
+            "_row": (long_in_batch + a)[spans.row].astype(np.int64), "chunk_index": spans.index,
+            "_start": spans.start, "_end": spans.end, "_from": spans.overlap_start,
+        }))
+    long_rows = np.concatenate(long_parts) if long_parts else np.zeros(0, np.int64)
     whole = np.setdiff1d(np.arange(table.height), long_rows)
     lengths = table[text].str.len_chars().fill_null(0).to_numpy()[whole].astype(np.int64)
     parts.append(pl.DataFrame({"_row": whole.astype(np.int64), "chunk_index": np.zeros(whole.size, np.int64),
