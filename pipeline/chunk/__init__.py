@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 from pipeline.hashing import doc_id
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import ShardOutput, batch_starts
-from pipeline.tokens import count_tokens, load_tokenizer, tokenizer_sha256
+from pipeline.tokens import ENCODE_BATCH_ROWS, count_tokens, load_tokenizer, tokenizer_sha256
 
 HEADING, PARAGRAPH, LINE, SENTENCE, TOKEN = range(5)
 LEVEL_NAMES = ("heading", "paragraph", "line", "sentence", "token")
@@ -285,7 +285,7 @@ def chunk_frame(table: pl.DataFrame, options: Options) -> pl.DataFrame:
     # one encoding (with offsets) of every row, batch by batch: the counts say which rows are
     # long, and the long rows' offsets are where they can be cut
     lengths = rendered.str.len_bytes().to_numpy()
-    starts = batch_starts(lengths, max(len(rendered), 1), options.batch_bytes).tolist()
+    starts = batch_starts(lengths, ENCODE_BATCH_ROWS, options.batch_bytes).tolist()
     stops = [*starts[1:], len(rendered)]
     parts, long_parts = [], []
     for a, b in zip(starts, stops, strict=True):

@@ -31,6 +31,7 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +64,7 @@ from pipeline.stage import (
 )
 from pipeline.stage import Options as StageOptions
 from pipeline.tokens import (
+    ENCODE_BATCH_ROWS,
     N_TOKENS,
     describe_tokenizer,
     load_tokenizer,
@@ -178,15 +180,23 @@ def form_frame(table: pl.DataFrame, form: str) -> tuple[pl.DataFrame, pl.DataFra
 def token_lists(texts: pl.Series, options: Options) -> pa.ListArray:
     """Token ids of each text (list<uint32>), the eos token appended when set."""
     tokenizer = load_tokenizer(options.tokenizer)
-    encodings = tokenizer.encode_batch_fast(texts.fill_null("").to_list(), add_special_tokens=False)
-    eos: list[int] = []
+    eos_id = None
     if options.eos_token is not None:
         eos_id = tokenizer.token_to_id(options.eos_token)
         if eos_id is None:
             raise ValueError(f"export: eos_token {options.eos_token!r} is not in tokenizer {options.tokenizer!r}")
-        eos = [eos_id]
-    lengths = np.fromiter((len(e) + len(eos) for e in encodings), np.int64, len(encodings))
-    flat = np.fromiter((i for e in encodings for i in (e.ids + eos)), np.uint32, int(lengths.sum()))
+    texts = texts.fill_null("").to_list()
+    pieces, piece_lengths = [], []
+    for start in range(0, len(texts), ENCODE_BATCH_ROWS):
+        encodings = tokenizer.encode_batch_fast(texts[start:start + ENCODE_BATCH_ROWS], add_special_tokens=False)
+        counts = np.fromiter((len(e) for e in encodings), np.int64, len(encodings))
+        pieces.append(np.fromiter(chain.from_iterable(e.ids for e in encodings), np.uint32, int(counts.sum())))
+        piece_lengths.append(counts)
+    flat = np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
+    lengths = np.concatenate(piece_lengths) if piece_lengths else np.zeros(0, np.int64)
+    if eos_id is not None:
+        flat = np.insert(flat, np.cumsum(lengths), np.uint32(eos_id))  # after each record's last token
+        lengths = lengths + 1
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint32()))
 
