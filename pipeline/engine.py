@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from pipeline.progress import Progress
-
 from pipeline.errors import EngineError, ShardError
+from pipeline.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -69,17 +69,17 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("fetch", "pipeline.fetch:Fetch", "raw", "crawl sites, page through JSON APIs, query SQL, read local files → raw shards"),
         StageSpec("extract", "pipeline.extract:Extract", "docs", "HTML pages → documents (main text, title, metadata), boilerplate dropped"),
         StageSpec("clean", "pipeline.clean:Clean", "clean", "normalise text, mask PII, handle missing values, apply quality rules (drops → rejected/)"),
-        StageSpec("chunk", "pipeline.chunk", "chunks", "cut long documents into pieces of at most N tokens at headings, paragraphs, sentences"),
+        StageSpec("chunk", "pipeline.chunk:Chunk", "chunks", "cut long documents into pieces of at most N tokens at headings, paragraphs, sentences"),
         StageSpec("dedup", "pipeline.dedup:Dedup", "unique", "exact and MinHash-LSH near-duplicate removal (audit → duplicates/)"),
         StageSpec("features", "pipeline.features:Features", "features", "hashing TF-IDF, Word2Vec document vectors, scaled numeric columns"),
         StageSpec("cluster", "pipeline.cluster:Cluster", "clusters", "MiniBatch K-means, cluster summaries and an editable labels.toml"),
         StageSpec("label", "pipeline.label:Label", "labelled", "apply labels.toml, or propagate labels from a few seed rows"),
-        StageSpec("template", "pipeline.template", "records", "documents or labelled rows → instruction or chat records through templates"),
+        StageSpec("template", "pipeline.template:Template", "records", "documents or labelled rows → instruction or chat records through templates"),
         StageSpec("split", "pipeline.split:Split", "splits", "stratified / group / time / random splits into train, val and test shard sets"),
         StageSpec("decontaminate", "pipeline.decontaminate", "decontaminated", "drop or flag train rows sharing an n-gram with eval sets or val/test (drops → rejected/)"),
-        StageSpec("tokens", "pipeline.tokens", "tokens", "token counts per record (`n_tokens`) with a real tokenizer, or an approximation"),
+        StageSpec("tokens", "pipeline.tokens:Tokens", "tokens", "token counts per record (`n_tokens`) with a real tokenizer, or an approximation"),
         StageSpec("report", "pipeline.report:Report", "report", "dataset quality as one HTML page with plots, and metrics.json"),
-        StageSpec("export", "pipeline.export", "export", "train/ validation/ test/ in Parquet or JSONL, optional packing, and a dataset card"),
+        StageSpec("export", "pipeline.export:Export", "export", "train/ validation/ test/ in Parquet or JSONL, optional packing, and a dataset card"),
     ]
 }
 

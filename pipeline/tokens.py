@@ -29,8 +29,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from pipeline.errors import JobError, missing_column
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import ShardOutput, batch_starts
+from pipeline.stage import ShardOutput, Stage, StageRun, batch_starts
 
 N_TOKENS = "n_tokens"
 TOKEN_DTYPE = pl.UInt32
@@ -46,7 +47,7 @@ TURN_SEPARATOR = "\n\n"
 ENCODE_BATCH_ROWS = 1_000
 
 
-class TokenizerError(ValueError):
+class TokenizerError(JobError):
     """A tokenizer option names no readable tokenizer; the message says what was looked for."""
 
 
@@ -223,10 +224,23 @@ def tokens_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     return ShardOutput(frames={"main": table}, counts={"tokens": int(counts.sum(dtype=np.uint64))})
 
 
+class Tokens(Stage):
+    """See the module docstring."""
+
+    name = "tokens"
+    Options = Options
+    kinds = ("text", "instruction", "chat")
+    transform = staticmethod(tokens_shard)
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        if self.options.text_column not in schema and "kind" not in schema:
+            raise missing_column(self.name, self.options.text_column, dataset, schema,
+                                 hint="set --text-column (job file: tokens.text_column)")
+
+    def details(self, run: StageRun, records: list) -> dict[str, Any]:
+        return describe_tokenizer(self.options.tokenizer)
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine, fresh: bool = False):
     """Count the tokens of every input shard's records; the layout of the input is kept."""
-    from pipeline.stage import run_map_stage
-
-    result = run_map_stage("tokens", tokens_shard, options, inputs, {"main": Path(output)}, engine, fresh=fresh)
-    result.details.update(describe_tokenizer(options.tokenizer))
-    return result
+    return Tokens(options).run(inputs, output, engine, fresh=fresh)

@@ -38,9 +38,10 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
+from pipeline.errors import JobError, require_columns
 from pipeline.hashing import doc_id
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import ShardOutput, batch_starts
+from pipeline.stage import ShardOutput, Stage, batch_starts
 from pipeline.tokens import ENCODE_BATCH_ROWS, count_tokens, load_tokenizer, tokenizer_sha256
 
 HEADING, PARAGRAPH, LINE, SENTENCE, TOKEN = range(5)
@@ -55,7 +56,7 @@ MAX_RETRIES = 8
 CHUNK_COLUMNS = ("parent_id", "chunk_index", "chunk_count", "chunk_start", "chunk_overlap")
 
 
-class ChunkError(ValueError):
+class ChunkError(JobError):
     """A document cannot be cut within the budget (one character encodes to more tokens)."""
 
 
@@ -344,8 +345,19 @@ def rejoin(chunks: pl.DataFrame, text_column: str = "text") -> pl.DataFrame:
 __all__ = ["Options", "chunk_frame", "chunk_shard", "chunk_texts", "char_levels", "plan_chunks", "rejoin"]
 
 
+class Chunk(Stage):
+    """See the module docstring."""
+
+    name = "chunk"
+    Options = Options
+    kinds = ("text", "instruction", "chat")  # only text rows are cut; records pass through
+    transform = staticmethod(chunk_shard)
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        require_columns(self.name, dataset, schema, ["id", self.options.text_column],
+                        hint="set --text-column (job file: chunk.text_column)")
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine, fresh: bool = False):
     """Chunk every input shard (see the module docstring)."""
-    from pipeline.stage import run_map_stage
-
-    return run_map_stage("chunk", chunk_shard, options, inputs, {"main": Path(output)}, engine, fresh=fresh)
+    return Chunk(options).run(inputs, output, engine, fresh=fresh)

@@ -26,9 +26,7 @@ Example: pipeline export --input out/tokens --output out/export --form instructi
 
 from __future__ import annotations
 
-import json
 import os
-import time
 import uuid
 from dataclasses import asdict, dataclass
 from itertools import chain
@@ -42,26 +40,18 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from pipeline.dataset import (
-    MANIFEST,
     Dataset,
     ShardInfo,
     StageOutput,
     TaskRecord,
     file_sha256,
+    sum_counts,
     write_bytes_atomic,
 )
 from pipeline.engine import Engine
 from pipeline.export.card import SPLIT_ORDER, card_header, card_markdown, read_metrics
 from pipeline.export.packing import pack_sequences
-from pipeline.schema import rejected_folder
-from pipeline.stage import (
-    REASON,
-    StageResult,
-    input_shards,
-    pending_tasks,
-    result_from_records,
-    shard_relpath,
-)
+from pipeline.stage import REASON, Stage, StageResult, StageRun
 from pipeline.stage import Options as StageOptions
 from pipeline.tokens import (
     ENCODE_BATCH_ROWS,
@@ -377,36 +367,38 @@ def languages_of(shards: list[Path], options: Options) -> list[str]:
     return sorted(v for v in scan.select(pl.col("language").drop_nulls().unique()).collect()["language"].to_list() if v)
 
 
+class Export(Stage):
+    """See the module docstring."""
+
+    name = "export"
+    Options = Options
+    secondary = ("rejected",)
+    kinds = ("text", "instruction", "chat")
+
+    def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
+        """Export every input shard (see the module docstring), then write the dataset card."""
+        options = self.options
+        run = StageRun(self, inputs, output, engine, fresh=fresh)
+        form = choose_form(input_kinds(run.shards), options.form)
+        # the split folders of the output come from the rows, so export maps its own task
+        tasks = [ExportTask(key=t.key, shard=t.shard, relpath=t.relpath, form=form, options=options, output=run.store)
+                 for t in run.todo]
+        records = list(run.done) + run.map(export_task, tasks, [str(t.shard) for t in tasks])
+        totals = sum_counts(records)
+        summary = summarize(totals, form, options, run.inputs, run.shards)
+        details = {"form": form, "splits": summary["splits"], "tokens": summary["tokens"],
+                   **({"packing": summary["packing"]} if summary.get("packing") else {})}
+        result = run.finish(records, details, extra={
+            "summary": summary, "jsonl": [j for r in sorted(records, key=lambda r: r.task) for j in r.extra.get("jsonl", [])]})
+        write_card(run.output, summary, options)
+        # per-split counters stay in the manifest's summary; the result keeps the totals
+        result.details = {k: v for k, v in result.details.items() if ":" not in k}
+        return result
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     """Export every input shard (see the module docstring), then write the dataset card."""
-    started = time.perf_counter()
-    output = Path(output)
-    pairs = input_shards(inputs)
-    shards = [shard for _, shard in pairs]
-    form = choose_form(input_kinds(shards), options.form)
-    stage_output = StageOutput("export", options.fingerprint_dict(), inputs, {"main": output, "rejected": rejected_folder(output)}, fresh=fresh)
-    tasks = []
-    for index, (root, shard) in enumerate(pairs):
-        rel = shard_relpath(root, shard)
-        relpath = rel if len(inputs) == 1 else f"in{index:05d}-{rel.replace('/', '-')}"
-        tasks.append(ExportTask(key=f"{root}/{rel}", shard=shard, relpath=relpath, form=form, options=options, output=stage_output))
-    todo, done = pending_tasks(stage_output, tasks)
-    records = done + engine.map(export_task, todo, labels=[str(t.shard) for t in todo], desc="export")
-    records.sort(key=lambda r: r.task)
-    totals: dict[str, int] = {}
-    for record in records:
-        for key, value in record.counts.items():
-            totals[key] = totals.get(key, 0) + int(value)
-    summary = summarize(totals, form, options, inputs, shards)
-    stage_output.finalize(records, extra={"form": form, "summary": summary, "jsonl": [j for r in records for j in r.extra.get("jsonl", [])]})
-    write_card(output, summary, options)
-    from pipeline.stage import count_rows
-
-    result = result_from_records("export", records, count_rows(shards), stage_output, started, skipped=len(done),
-                                 details={"form": form, "splits": summary["splits"], "tokens": summary["tokens"],
-                                          **({"packing": summary["packing"]} if summary.get("packing") else {})})
-    result.details = {k: v for k, v in result.details.items() if ":" not in k}
-    return result
+    return Export(options).run(inputs, output, engine, fresh=fresh)
 
 
 def summarize(totals: dict[str, int], form: str, options: Options, inputs: list[Path], shards: list[Path]) -> dict[str, Any]:
@@ -468,4 +460,4 @@ def write_card(output: Path, summary: dict[str, Any], options: Options) -> None:
     write_bytes_atomic(output / CARD, text.encode())
 
 
-__all__ = ["Options", "run", "form_frame", "pack_frame", "export_task", "MANIFEST", "json"]
+__all__ = ["Export", "Options", "run", "form_frame", "pack_frame", "export_task"]

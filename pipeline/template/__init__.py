@@ -30,14 +30,19 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import field_validator
 
+from pipeline.errors import InputError
 from pipeline.records import MESSAGES, RECORD_COLUMNS
-from pipeline.stage import REASON, ShardOutput
+from pipeline.stage import REASON, ShardOutput, Stage
 from pipeline.stage import Options as StageOptions
 from pipeline.tokens import TURN_SEPARATOR
 
 
-class TemplateError(ValueError):
-    """A template that cannot be parsed, or names a column the input lacks."""
+class TemplateSyntaxError(ValueError):
+    """A template that cannot be parsed (an option error)."""
+
+
+class TemplateError(InputError):
+    """A template names a column the input lacks; the message names the field and the column."""
 
 
 def parse_template(template: str) -> list[tuple[str, str]]:
@@ -51,10 +56,10 @@ def parse_template(template: str) -> list[tuple[str, str]]:
         elif piece.startswith("{") and piece.endswith("}") and len(piece) > 1:
             name = piece[1:-1].strip()
             if not name:
-                raise TemplateError(f"template {template!r}: empty placeholder {{}}; name a column, e.g. {{text}}")
+                raise TemplateSyntaxError(f"template {template!r}: empty placeholder {{}}; name a column, e.g. {{text}}")
             parts.append(("column", name))
         elif piece in ("{", "}"):
-            raise TemplateError(f"template {template!r}: unmatched {piece!r} (write {piece * 2} for a literal brace)")
+            raise TemplateSyntaxError(f"template {template!r}: unmatched {piece!r} (write {piece * 2} for a literal brace)")
         else:
             parts.append(("text", piece))
     return parts
@@ -90,7 +95,7 @@ class Options(StageOptions):
         if value is not None:
             try:
                 parse_template(value)
-            except TemplateError as error:
+            except TemplateSyntaxError as error:
                 raise ValueError(str(error)) from None
         return value
 
@@ -150,13 +155,19 @@ def template_shard(frame: pl.LazyFrame, options: Options) -> ShardOutput:
     return ShardOutput(frames={"main": records.collect(), "rejected": rejected.collect()})
 
 
+class Template(Stage):
+    """See the module docstring."""
+
+    name = "template"
+    Options = Options
+    secondary = ("rejected",)
+    kinds = ("text", "instruction", "chat")
+    transform = staticmethod(template_shard)
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        check_columns(schema, self.options, f"input dataset {dataset}")
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine, fresh: bool = False):
     """Apply the templates to every input shard; a missing placeholder column fails first."""
-    from pipeline.dataset import Dataset
-    from pipeline.schema import rejected_folder
-    from pipeline.stage import input_shards, run_map_stage
-
-    for root, shard in input_shards(inputs)[:1]:
-        check_columns(pl.scan_parquet(shard).collect_schema(), options, f"input dataset {Dataset(root).root}")
-    outputs = {"main": Path(output), "rejected": rejected_folder(Path(output))}
-    return run_map_stage("template", template_shard, options, inputs, outputs, engine, fresh=fresh)
+    return Template(options).run(inputs, output, engine, fresh=fresh)

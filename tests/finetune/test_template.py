@@ -54,3 +54,18 @@ def test_template_syntax_errors_are_option_errors():
     for bad in ("{x", "x}", "{}"):
         with pytest.raises(ValueError, match="template"):
             Options(prompt=bad)
+
+
+def test_the_command_line_names_a_missing_placeholder_column_and_exits_3(tmp_path, labelled):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "in").mkdir()
+    labelled.write_parquet(tmp_path / "in" / "part-00000.parquet")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "template", "--input", str(tmp_path / "in"),
+                           "--output", str(tmp_path / "out"), "--response", "{category}", "--workers", "0"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 3, done.stderr
+    assert "placeholder {category}" in done.stderr and "no column `category`" in done.stderr
+    assert "Traceback" not in done.stderr
