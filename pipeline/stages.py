@@ -76,7 +76,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("label", "pipeline.label:Label", "labelled", "apply labels.toml, or propagate labels from a few seed rows"),
         StageSpec("template", "pipeline.template:Template", "records", "documents or labelled rows → instruction or chat records through templates"),
         StageSpec("split", "pipeline.split:Split", "splits", "stratified / group / time / random splits into train, val and test shard sets"),
-        StageSpec("decontaminate", "pipeline.decontaminate", "decontaminated", "drop or flag train rows sharing an n-gram with eval sets or val/test (drops → rejected/)"),
+        StageSpec("decontaminate", "pipeline.decontaminate:Decontaminate", "decontaminated", "drop or flag train rows sharing an n-gram with eval sets or val/test (drops → rejected/)"),
         StageSpec("tokens", "pipeline.tokens:Tokens", "tokens", "token counts per record (`n_tokens`) with a real tokenizer, or an approximation"),
         StageSpec("report", "pipeline.report:Report", "report", "dataset quality as one HTML page with plots, and metrics.json"),
         StageSpec("export", "pipeline.export:Export", "export", "train/ validation/ test/ in Parquet or JSONL, optional packing, and a dataset card"),

@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,26 +36,18 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.dataset import StageOutput, input_fingerprint, write_json_atomic
+from pipeline.dataset import TaskRecord, input_fingerprint, write_json_atomic
 from pipeline.decontaminate.evalsets import build_set, eval_files, record_texts
 from pipeline.decontaminate.ngrams import batches, contains, windows
 from pipeline.engine import Engine
-from pipeline.schema import rejected_folder
-from pipeline.stage import (
-    REASON,
-    ShardOutput,
-    StageResult,
-    count_rows,
-    execute_map_task,
-    map_tasks,
-    pending_tasks,
-    result_from_records,
-)
+from pipeline.records import KINDS
+from pipeline.stage import REASON, ShardOutput, Stage, StageResult, StageRun
 from pipeline.stage import Options as StageOptions
 
 STAGE = "decontaminate"
 OWN_SPLITS = ("val", "test")
 SETS_FOLDER = "_eval"
+SETS_STATE = "sets.json"  # the sets' fingerprint and counts, beside the .npy files
 
 
 class EvalSet(StageOptions):
@@ -181,21 +172,21 @@ def decontaminate_shard(frame: pl.LazyFrame, options: ShardOptions) -> ShardOutp
     bad = pl.col("_by").list.len().fill_null(0) > 0
     contaminated = marked.select(bad)["_by"]
     counts = {"train_rows_checked": len(train_index), "contaminated_rows": int(contaminated.sum())}
-    for name, _ in options.sets:
-        counts[f"matched:{name}"] = int(marked.select(pl.col("_by").list.contains(name).fill_null(False).sum()).item())
+    matched = {name: int(marked.select(pl.col("_by").list.contains(name).fill_null(False).sum()).item())
+               for name, _ in options.sets}
     if options.mode == "flag":
         main = marked.with_columns(
             pl.when(pl.col("_by").is_null()).then(None).otherwise(bad).alias("contaminated"),
             pl.col("_by").alias("contaminated_by"),
         ).drop("_by", "_ngram")
-        return ShardOutput({"main": main}, counts)
+        return ShardOutput({"main": main}, counts, {"matched": matched})
     rejected = marked.filter(bad).select(
         pl.all().exclude("_by", "_ngram"),
         pl.concat_str(pl.lit("contaminated:"), pl.col("_by").list.first()).alias(REASON),
         pl.col("_by").alias("contaminated_by"),
         pl.col("_ngram").alias("matched_ngram"),
     )
-    return ShardOutput({"main": data.filter(~contaminated), "rejected": rejected}, counts)
+    return ShardOutput({"main": data.filter(~contaminated), "rejected": rejected}, counts, {"matched": matched})
 
 
 def _split_of(relpath: str) -> str | None:
@@ -203,49 +194,66 @@ def _split_of(relpath: str) -> str | None:
     return first if first in ("train", *OWN_SPLITS) else None
 
 
+class Decontaminate(Stage):
+    """See the module docstring."""
+
+    name = STAGE
+    Options = Options
+    kinds = KINDS
+    secondary = ("rejected",)
+
+    def sources(self) -> dict[str, list[Path]]:
+        """The files of every eval set (a missing or unreadable set fails here, before any work)."""
+        return {s.name: eval_files(s.name, s.path) for s in self.options.all_eval_sets()}
+
+    def fingerprint(self, inputs: list[Path]) -> dict[str, Any]:
+        """The options and the eval files (path, size, modification time)."""
+        files = [p for found in self.sources().values() for p in found]
+        return {**self.options.fingerprint_dict(), "eval_files": input_fingerprint(files)}
+
+    def plan(self, run: StageRun) -> list[tuple[str, list[Path], list[str] | None]]:
+        """(set name, its files or shards, its fields; None: a record's own texts) in priority order."""
+        sources = self.sources()
+        plan: list[tuple[str, list[Path], list[str] | None]] = [
+            (s.name, sources[s.name], s.fields) for s in self.options.all_eval_sets()]
+        if self.options.own_splits:
+            for split in OWN_SPLITS:
+                own = [t.shard for t in run.tasks if _split_of(t.relpath) == split]
+                if own:
+                    plan.append((split, own, None))
+        return plan
+
+    def fit(self, run: StageRun) -> ShardOptions:
+        """The global fit: one sorted hash set per eval set on disk, reused by a resumed run."""
+        folder = run.output / SETS_FOLDER
+        plan = self.plan(run)
+        state = _read_json(folder / SETS_STATE)
+        if state.get("fingerprint") != run.store.fingerprint:
+            state = {"fingerprint": run.store.fingerprint, "sets": {}}
+            for name, files, fields in plan:
+                state["sets"][name] = build_set(run.engine, name, files, fields, self.options.ngram, folder,
+                                                self.options.numbers == "zero")
+            write_json_atomic(folder / SETS_STATE, state)
+        return ShardOptions(self.options.ngram, self.options.mode,
+                            [(name, str(folder / f"{name}.npy")) for name, _, _ in plan],
+                            self.options.numbers == "zero")
+
+    def transform(self, frame: pl.LazyFrame, plan: ShardOptions) -> ShardOutput:
+        return decontaminate_shard(frame, plan)
+
+    def details(self, run: StageRun, records: list[TaskRecord]) -> dict[str, Any]:
+        """Per set: its size and the train rows that matched it."""
+        sets = _read_json(run.output / SETS_FOLDER / SETS_STATE).get("sets", {})
+        benchmarks = {name: {**sets.get(name, {}), "contaminated_train_rows": 0} for name, _, _ in self.plan(run)}
+        for record in records:
+            for name, n in record.extra.get("matched", {}).items():
+                benchmarks[name]["contaminated_train_rows"] += int(n)
+        return {"mode": self.options.mode, "ngram": self.options.ngram, "benchmarks": benchmarks}
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     """Build the eval sets' hash sets, then check every train row shard by shard."""
-    started = time.perf_counter()
-    output = Path(output)
-    eval_sets = options.all_eval_sets()
-    sources = {s.name: eval_files(s.name, s.path) for s in eval_sets}
-    fingerprint = {**options.fingerprint_dict(),
-                   "eval_files": input_fingerprint([p for files in sources.values() for p in files])}
-    out = StageOutput(STAGE, fingerprint, inputs, {"main": output, "rejected": rejected_folder(output)},
-                      fresh=fresh)
-    _, planned = map_tasks(inputs, decontaminate_shard, None, out)
-    plan: list[tuple[str, list[Path], list[str] | None]] = [(s.name, sources[s.name], s.fields) for s in eval_sets]
-    if options.own_splits:
-        for split in OWN_SPLITS:
-            own = [t.shard for t in planned if _split_of(t.relpath) == split]
-            if own:
-                plan.append((split, own, None))
-
-    # the global fit: one sorted hash set per eval set, reused by a resumed run
-    folder = output / SETS_FOLDER
-    state_path = folder / "sets.json"
-    state = _read_json(state_path)
-    if state.get("fingerprint") != out.fingerprint:
-        state = {"fingerprint": out.fingerprint, "sets": {}}
-        for name, files, fields in plan:
-            state["sets"][name] = build_set(engine, name, files, fields, options.ngram, folder,
-                                            options.numbers == "zero")
-        write_json_atomic(state_path, state)
-    shard_options = ShardOptions(options.ngram, options.mode,
-                                 [(name, str(folder / f"{name}.npy")) for name, _, _ in plan],
-                                 options.numbers == "zero")
-    shards, tasks = map_tasks(inputs, decontaminate_shard, shard_options, out)
-    todo, done = pending_tasks(out, tasks)
-    records = done + engine.map(execute_map_task, todo, labels=[str(t.shard) for t in todo], desc=STAGE)
-    benchmarks = {name: {**state["sets"][name], "contaminated_train_rows": 0} for name, _, _ in plan}
-    for record in records:
-        for name in benchmarks:
-            benchmarks[name]["contaminated_train_rows"] += int(record.counts.get(f"matched:{name}", 0))
-    summary = {"mode": options.mode, "ngram": options.ngram, "benchmarks": benchmarks}
-    out.finalize(records, extra=summary)
-    result = result_from_records(STAGE, records, count_rows(shards), out, started, skipped=len(done))
-    result.details = {k: v for k, v in result.details.items() if not k.startswith("matched:")} | summary
-    return result
+    return Decontaminate(options).run(inputs, output, engine, fresh=fresh)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
