@@ -23,6 +23,7 @@ from pipeline.fetch.http import HttpClient
 from pipeline.fetch.options import ApiSource
 from pipeline.fetch.records import records_to_docs
 from pipeline.fetch.writer import DOC_SCHEMA, ShardRoller, utc_now
+from pipeline.progress import Progress
 from pipeline.secrets import resolve_mapping, scrub, secret_values
 
 AUTO_RECORD_KEYS = ("data", "results", "items", "records")
@@ -121,38 +122,46 @@ class ApiFetcher:
             retries=opts.retries, max_retry_after=opts.max_retry_after,
             headers={"Accept": "application/json", **resolve_mapping(opts.headers, "headers")},
         ) as http:
-            while not state["finished"] and state["requests"] < opts.max_requests:
-                params = self.params(state)
-                response = await http.get(opts.url, accept=lambda t: True, params=params)
-                state["requests"] += 1
-                # never echo a token: the secret values and anything named like one become ***
-                where = scrub(f"{opts.url} with {params}", secrets)
-                if response.error is not None or response.body is None:
-                    # keep what was fetched: the next run resumes at this page
-                    state["sequence"] = roller.sequence
-                    self._checkpoint(state, roller.flush())
-                    raise ApiError(f"api page {where}: {scrub(response.error or 'empty response', secrets)}")
-                try:
-                    payload = json.loads(response.body)
-                except ValueError as error:
-                    raise ApiError(f"api page {where}: not JSON: {error}") from None
-                records = find_records(payload, opts.records_path)
-                if records:
-                    frame = pl.json_normalize(records, separator=".", infer_schema_length=None)
-                    docs = records_to_docs(frame, opts, self.source, f"{self.source}:{opts.url}",
-                                           state["rows"], utc_now())
-                    state["rows"] += len(records)
-                    infos = roller.add_frame(docs)
-                else:
-                    infos = []
-                done = self._advance(state, payload, records)
-                if infos or done:
-                    state["sequence"] = roller.sequence
-                    self._checkpoint(state, infos + roller.flush() if done else infos, finished=done)
-            if not state["finished"]:  # stopped by max_requests
-                state["sequence"] = roller.sequence
-                self._checkpoint(state, roller.flush(), finished=True)
+            with Progress(f"api {self.source}", unit="page", stats=lambda: {"records": state["rows"]}) as progress:
+                await self._pages(http, state, roller, secrets, progress)
         return {"requests": state["requests"], "records": state["rows"]}
+
+    async def _pages(self, http: HttpClient, state: dict, roller: ShardRoller, secrets: list[str],
+                     progress: Progress) -> None:
+        """Ask for pages until the last one, max_requests or a failure (see the module docstring)."""
+        opts = self.options
+        while not state["finished"] and state["requests"] < opts.max_requests:
+            params = self.params(state)
+            response = await http.get(opts.url, accept=lambda t: True, params=params)
+            state["requests"] += 1
+            progress.update()
+            # never echo a token: the secret values and anything named like one become ***
+            where = scrub(f"{opts.url} with {params}", secrets)
+            if response.error is not None or response.body is None:
+                # keep what was fetched: the next run resumes at this page
+                state["sequence"] = roller.sequence
+                self._checkpoint(state, roller.flush())
+                raise ApiError(f"api page {where}: {scrub(response.error or 'empty response', secrets)}")
+            try:
+                payload = json.loads(response.body)
+            except ValueError as error:
+                raise ApiError(f"api page {where}: not JSON: {error}") from None
+            records = find_records(payload, opts.records_path)
+            if records:
+                frame = pl.json_normalize(records, separator=".", infer_schema_length=None)
+                docs = records_to_docs(frame, opts, self.source, f"{self.source}:{opts.url}",
+                                       state["rows"], utc_now())
+                state["rows"] += len(records)
+                infos = roller.add_frame(docs)
+            else:
+                infos = []
+            done = self._advance(state, payload, records)
+            if infos or done:
+                state["sequence"] = roller.sequence
+                self._checkpoint(state, infos + roller.flush() if done else infos, finished=done)
+        if not state["finished"]:  # stopped by max_requests
+            state["sequence"] = roller.sequence
+            self._checkpoint(state, roller.flush(), finished=True)
 
     def _advance(self, state: dict, payload: Any, records: list) -> bool:
         """Move to the next page; True when there is none."""
