@@ -146,6 +146,8 @@ def cli():
     \b
     Stages (each reads datasets and writes one; any can be re-run or resumed):
       fetch → extract → clean → dedup → features → cluster → label → split → report
+      fine-tuning: chunk (after clean), template (before split), decontaminate → tokens (after
+      split), export (last)
 
     \b
     Start here:

@@ -241,3 +241,23 @@ def test_set_built_in_buckets_equals_one_bucket(shared_data, tmp_path, local_eng
     assert whole == cut and whole["rows"] == 1319 + 7473 and len(one) == whole["ngrams"] > 100_000
     assert np.array_equal(one, many) and np.all(one[1:] > one[:-1])  # sorted, unique
     assert not (tmp_path / "_parts").exists() or not any((tmp_path / "_parts").iterdir())
+
+
+def test_numbers_zero_matches_a_problem_with_new_numbers(tmp_path, local_engine):
+    # a number at least every 12 words: every 13-gram holds one, so new numbers hide the copy
+    # unless numbers count as 0
+    question = ("Tom has 5 apples and buys 7 more at the shop, then he gives 2 to Ann and eats 1 "
+                "before lunch, so he keeps 3.5 for the 4 kids.")
+    renumbered = question.replace("5 apples", "8 apples").replace("7", "9").replace("2 to", "6 to") \
+        .replace("eats 1", "eats 2").replace("3.5", "4,5").replace("the 4", "the 11")
+    rows = pl.DataFrame({"id": ["renumbered", "other"], "split": "train",
+                         "text": [renumbered, "A robe takes 2 bolts of blue fiber and half that much white fiber."]})
+    write_shard(rows, tmp_path / "in", "train/part-00000.parquet")
+    evals = tmp_path / "evals.jsonl"
+    evals.write_text(json.dumps({"question": question}) + "\n")
+    flags = {}
+    for numbers in ("keep", "zero"):
+        run_decontaminate([tmp_path / "in"], tmp_path / numbers, Options(
+            eval_set=[f"gsm={evals}@question"], own_splits=False, mode="flag", numbers=numbers), local_engine)
+        flags[numbers] = dict(Dataset(tmp_path / numbers).scan().select("id", "contaminated").collect().iter_rows())
+    assert flags == {"keep": {"renumbered": False, "other": False}, "zero": {"renumbered": True, "other": False}}
