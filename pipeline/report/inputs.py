@@ -8,6 +8,7 @@ and last by its folder name, so the report works with any stage absent.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import pyarrow.parquet as pq
 
 from pipeline.dataset import Dataset
 from pipeline.stages import ORDER, STAGES
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 _FOLDER_STAGE = {spec.folder: name for name, spec in STAGES.items()}
@@ -103,7 +106,9 @@ def describe(path: Path, common_root: Path | None = None, text_column: str = "te
     manifest = dataset.manifest()
     try:
         shards = dataset.shard_paths()
-    except Exception:  # noqa: BLE001 - an unreadable folder is reported, not fatal
+    except Exception as error:  # noqa: BLE001 - an unreadable folder is reported, not fatal
+        # e.g. a stage that did not finish: said on stderr, not dropped without a word
+        log.warning("report: %s not read: %s", path, error)
         return None
     # manifests may list other files beside the Parquet shards (split's JSONL copies)
     shards = [s for s in shards if s.suffix == ".parquet" and s.exists()]

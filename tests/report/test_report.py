@@ -271,9 +271,22 @@ def test_sample_is_bounded_seeded_and_engine_independent(sms_job, local_engine, 
     assert metrics[0]["baseline"]["train_rows"] == 100
 
 
+def test_an_unfinished_stage_folder_is_named_not_dropped_silently(shared_data, tmp_path, local_engine, caplog):
+    job = build_job(shared_data, tmp_path / "job", limit=50, labels=False)
+    (job.root / "docs" / "_manifest.json").unlink()  # _progress/ stays: a stage that did not finish
+    run_report([job.root / "docs"], tmp_path / "report", Options(), local_engine)
+    assert json.loads((tmp_path / "report" / METRICS_NAME).read_text())["inputs"] == []
+    assert f"report: {job.root / 'docs'} not read: input dataset" in caplog.text and "is incomplete" in caplog.text
+
+
 def test_docs_only_without_labels_or_manifest(shared_data, tmp_path, local_engine):
     job = build_job(shared_data, tmp_path / "job", limit=300, labels=False)
-    (job.root / "docs" / "_manifest.json").unlink()  # a plain folder of Parquet files
+    # a plain folder of Parquet files (a folder with _progress/ but no manifest is a stage that
+    # did not finish: the report says so on stderr and leaves it out)
+    (job.root / "docs" / "_manifest.json").unlink()
+    for marker in [job.root / "docs" / "_SUCCESS", *(job.root / "docs" / "_progress").glob("*")]:
+        marker.unlink()
+    (job.root / "docs" / "_progress").rmdir()
     out = tmp_path / "report"
     run_report([job.root / "docs"], out, Options(), local_engine)
     m = json.loads((out / METRICS_NAME).read_text())
