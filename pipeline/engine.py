@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from pipeline.errors import EngineError, ShardError
+from pipeline.errors import EngineError, JobError, ShardError
 from pipeline.progress import Progress
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ MAX_WORKERS_PER_CORE = 4  # more is a typo or a misunderstanding, not a faster j
 def parse_memory(value: str | int | None) -> int | str:
     """'4GiB', '512MB', 2**30, 'auto' or None → what dask's memory_limit accepts.
 
-    Anything else is a ValueError saying what was found and what is allowed.
+    Anything else is a JobError saying what was found and what is allowed.
     """
     if value is None or value == "auto":
         return "auto"
@@ -51,21 +51,21 @@ def parse_memory(value: str | int | None) -> int | str:
     try:
         size = value if isinstance(value, int) else parse_bytes(str(value))
     except (ValueError, TypeError):
-        raise ValueError(f"memory_limit: {value!r} is not a size; use e.g. \"4GiB\", \"512MiB\" or \"auto\"") from None
+        raise JobError(f"memory_limit: {value!r} is not a size; use e.g. \"4GiB\", \"512MiB\" or \"auto\"") from None
     if size < MIN_MEMORY:
-        raise ValueError(f"memory_limit: {value!r} is below 128 MiB, too little for a worker to start")
+        raise JobError(f"memory_limit: {value!r} is below 128 MiB, too little for a worker to start")
     return size
 
 
 def check_workers(workers: int | None) -> int | None:
-    """Worker processes: None (one per core), 0 (in-process) up to 4 per core; else a ValueError."""
+    """Worker processes: None (one per core), 0 (in-process) up to 4 per core; else a JobError."""
     if workers is None:
         return None
     cores = os.cpu_count() or 1
     if workers < 0:
-        raise ValueError(f"workers: {workers} is negative; use 0 (in-process) or 1 to {MAX_WORKERS_PER_CORE * cores}")
+        raise JobError(f"workers: {workers} is negative; use 0 (in-process) or 1 to {MAX_WORKERS_PER_CORE * cores}")
     if workers > MAX_WORKERS_PER_CORE * cores:
-        raise ValueError(f"workers: {workers} on {cores} cores is more than {MAX_WORKERS_PER_CORE} per core; each "
+        raise JobError(f"workers: {workers} on {cores} cores is more than {MAX_WORKERS_PER_CORE} per core; each "
                          "worker is a process with its own share of the memory, so more only adds overhead "
                          f"(use at most {MAX_WORKERS_PER_CORE * cores}, or a scheduler for a bigger cluster)")
     return workers
