@@ -160,9 +160,10 @@ def contamination(frame: pl.DataFrame, options: ShardOptions) -> pl.DataFrame:
 def decontaminate_shard(frame: pl.LazyFrame, options: ShardOptions) -> ShardOutput:
     """One shard: check its train rows, keep the rest unchanged (see the module docstring)."""
     data = frame.collect()
-    is_train = (data["split"] == "train").fill_null(False) if "split" in data.columns else \
-        pl.Series([True] * data.height)
-    train_index = np.flatnonzero(is_train.to_numpy())
+    if "split" in data.columns:
+        train_index = np.flatnonzero((data["split"] == "train").fill_null(False).to_numpy())
+    else:
+        train_index = np.arange(data.height)
     checked = pl.DataFrame(schema={"_i": pl.Int64, "_by": pl.List(pl.String), "_ngram": pl.String})
     if len(train_index):
         checked = contamination(data[train_index], options).with_columns(_i=pl.Series(train_index))
