@@ -226,3 +226,26 @@ def test_taking_a_jobs_lock_sweeps_the_report_temp_files_a_kill_left(tmp_path):
     with output_lock(out):
         assert not leftover.exists()
     assert (out / "report" / "index.html").read_text() == "<html>whole</html>"
+
+
+def test_private_flag_reaches_files_the_dask_workers_write(tmp_path):
+    raw = tmp_path / "raw"
+    fetched = run_cli("fetch", "files", "--glob", str(REPO / "data" / "sms_spam.tsv"), "--text-field", "SMS",
+                      "--label-field", "Label", "--output", str(raw), "--workers", "0")
+    assert fetched.returncode == 0, fetched.stderr
+    out = tmp_path / "private"
+    cleaned = run_cli("clean", "--input", str(raw), "--output", str(out / "clean"), "--private", "--workers", "1",
+                      "--min-words", "1")
+    assert cleaned.returncode == 0, cleaned.stderr
+    shards = list(out.rglob("*.parquet"))
+    assert len(shards) == 2  # clean/ and rejected/clean/, each written by the worker process
+    for path in [out, *out.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert stat.S_IMODE(next(raw.rglob("*.parquet")).stat().st_mode) == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
