@@ -170,6 +170,15 @@ def test_rerun_resumes_with_the_same_bytes(corpus, tmp_path, local_engine):
     assert again.skipped_tasks == len(list(out.rglob("*.parquet"))) and again.rows_out == first.rows_out
     assert json.loads((out / "_manifest.json").read_text())["content_sha256"] == before
     assert set(first.details["benchmarks"]) == {"gsm8k_test"}
+    # a run killed before one shard was written: only that shard is redone, the sets are reused
+    lost = sorted(out.rglob("train/*.parquet"))[1]
+    lost.unlink()
+    built = (out / "_eval" / "gsm8k_test.npy").stat().st_mtime_ns
+    resumed, _ = run_stage(corpus, tmp_path, local_engine, own_splits=False)
+    assert resumed.skipped_tasks == again.skipped_tasks - 1 and lost.exists()
+    assert (out / "_eval" / "gsm8k_test.npy").stat().st_mtime_ns == built
+    assert json.loads((out / "_manifest.json").read_text())["content_sha256"] == before
+    assert resumed.details["benchmarks"] == first.details["benchmarks"]
 
 
 def test_window_hashes_are_the_documented_formula():
