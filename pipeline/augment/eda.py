@@ -57,7 +57,11 @@ def synonym_table(words: list[str], keyed_vectors, neighbours: int, min_similari
         block = rows[start:start + chunk]
         similarity = normed[block] @ normed.T
         similarity[np.arange(len(block)), block] = -np.inf
-        top = np.argsort(-similarity, axis=1, kind="stable")[:, :neighbours]
+        k = min(neighbours, similarity.shape[1] - 1)
+        # the k best per row (argpartition: linear), then those k in order, ties by vocabulary index
+        best = np.sort(np.argpartition(-similarity, k - 1, axis=1)[:, :k], axis=1)
+        order = np.argsort(-np.take_along_axis(similarity, best, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(best, order, axis=1)
         good = np.take_along_axis(similarity, top, axis=1) >= min_similarity
         found += [names[t[g]].tolist() for t, g in zip(top, good, strict=True)]
     table = pl.DataFrame({"_word_key": known, "_synonyms": found},
@@ -81,9 +85,14 @@ def plan_copies(parents: pl.DataFrame, ops: list[str], seed: int) -> pl.DataFram
                 pick(seed, "op", pl.lit(len(ops)), "_aug_id")) if len(ops) > 1 else pl.lit(ops[0])))
 
 
-def augment_texts(copies: pl.DataFrame, text_column: str, synonyms: pl.DataFrame, alpha: float,
-                  seed: int) -> pl.Series:
-    """The new text of every planned copy (same order as ``copies``: `_aug_id`, `_op`, text)."""
+def augment_texts(copies: pl.DataFrame, text_column: str, alpha: float, seed: int,
+                  vocabulary: list[str] = (), synonyms_of=None) -> pl.Series:
+    """The new text of every planned copy (same order as ``copies``: `_aug_id`, `_op`, text).
+
+    ``vocabulary``: the words the Word2Vec model knows; ``synonyms_of(words) -> frame`` (see
+    `synonym_table`) is asked only for the words the synonym and insertion copies chose, so the
+    neighbour search costs the words changed, not every word of the shard.
+    """
     words = (copies.select("_aug_id", "_op", _words=pl.col(text_column).fill_null("").str.extract_all(r"\S+"))
              .with_row_index("_row")
              .with_columns(_n=pl.col("_words").list.len())
@@ -93,11 +102,16 @@ def augment_texts(copies: pl.DataFrame, text_column: str, synonyms: pl.DataFrame
              .with_columns(_pos=pl.when(pl.col("_word").is_null()).then(None).otherwise("_pos"),
                            _u=uniform(seed, "word", "_aug_id", pl.int_range(pl.len()).over("_row")),
                            _key=pl.col("_word").str.to_lowercase())
-             .join(synonyms, left_on="_key", right_on="_word_key", how="left", maintain_order="left"))
-    has_synonym = pl.col("_synonyms").list.len().fill_null(0) > 0
-    # the words a copy changes: the `_changes` with synonyms having the smallest draw
-    chosen = (pl.when(has_synonym).then(pl.col("_u")).otherwise(None)
-              .rank("ordinal").over("_row") <= pl.col("_changes"))
+             .with_columns(_known=pl.col("_key").is_in(pl.Series(list(vocabulary), dtype=pl.String))))
+    # the words a copy changes: the `_changes` known words with the smallest draw
+    words = words.with_columns(_chosen=(pl.when("_known").then(pl.col("_u")).otherwise(None)
+                                        .rank("ordinal").over("_row") <= pl.col("_changes")).fill_null(False)
+                               & pl.col("_op").is_in(SYNONYM_OPS))
+    wanted = words.filter("_chosen")["_key"].unique().sort().to_list()
+    synonyms = (synonyms_of(wanted) if wanted and synonyms_of is not None else
+                pl.DataFrame(schema={"_word_key": pl.String, "_synonyms": pl.List(pl.String)}))
+    words = words.join(synonyms, left_on="_key", right_on="_word_key", how="left", maintain_order="left")
+    chosen = pl.col("_chosen") & (pl.col("_synonyms").list.len().fill_null(0) > 0)
     neighbour = pl.col("_synonyms").list.get(
         pick(seed, "syn", pl.col("_synonyms").list.len().fill_null(1).clip(1, None), "_aug_id", "_pos"),
         null_on_oob=True)

@@ -89,6 +89,8 @@ def read_training_file(path: Path, spec: VectorSpec, fold: int | None, keep_fold
     frame = pl.read_parquet(path)
     if fold is not None:
         frame = frame.filter((pl.col(FOLD) == fold) if keep_fold else (pl.col(FOLD) != fold))
+    if frame.height == 0:  # callers skip empty parts (an empty dense column has no width to read)
+        return np.zeros((0, 1), np.float32), np.array([], dtype=object)
     return spec.matrix(frame), frame[LABEL].to_numpy().astype(object)
 
 
