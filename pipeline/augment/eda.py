@@ -102,7 +102,7 @@ def augment_texts(copies: pl.DataFrame, text_column: str, alpha: float, seed: in
              .with_columns(_pos=pl.when(pl.col("_word").is_null()).then(None).otherwise("_pos"),
                            _u=uniform(seed, "word", "_aug_id", pl.int_range(pl.len()).over("_row")),
                            _key=pl.col("_word").str.to_lowercase())
-             .with_columns(_known=pl.col("_key").is_in(pl.Series(list(vocabulary), dtype=pl.String))))
+             .with_columns(_known=pl.col("_key").is_in(pl.Series(list(vocabulary), dtype=pl.String).implode())))
     # the words a copy changes: the `_changes` known words with the smallest draw
     words = words.with_columns(_chosen=(pl.when("_known").then(pl.col("_u")).otherwise(None)
                                         .rank("ordinal").over("_row") <= pl.col("_changes")).fill_null(False)
