@@ -13,7 +13,9 @@ A copy identical to its parent or to a sibling is not kept (counted as `unchange
 says what was generated per class and operation. Seeded: the same input and seed give the same
 bytes. Guide: docs/labelling.md#augmentation.
 
-Example: pipeline augment --input out/splits --output out/augmented --classes plot --max-per-parent 4
+\b
+Example:
+  pipeline augment --input out/splits --output out/augmented --classes plot --max-per-parent 4
 """
 
 from __future__ import annotations

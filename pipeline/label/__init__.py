@@ -2,20 +2,25 @@
 
 Reads the output of `pipeline cluster` (or `pipeline features`) and writes every row with
 `label`, `label_confidence` (Float32) and `label_source` (source | map | seed | model |
-abstained). Three routes (--route; auto = propagate with --seed-labels, else map):
-- map: --map labels.toml gives each cluster's rows its name (same name = merged clusters;
-  `drop = true` moves the rows to rejected/ with reason cluster_dropped); default: the
-  labels.toml beside the input, whose names default to each cluster's top terms.
-- propagate: --seed-labels FILE (CSV/JSONL/Parquet with id,label) trains a linear classifier on
-  the seed rows' vectors and labels the rest; predictions below --min-confidence stay null.
-- model: an SGD log-loss classifier fitted out-of-core on every row that has a label (the
-  input's own, --seed-labels, --answers, a --map's names, a --train-dataset), cross-validated
-  per fold and calibrated; rows under --min-confidence are `abstained` (label null).
---queue N (model route) writes the N rows a person should label next to OUTPUT/queue.csv;
-the edited file comes back with --answers FILE as seed labels. Labels already in the input
-are kept unless --overwrite. Guide: docs/labelling.md.
+abstained). Labels already in the input are kept unless --overwrite. Three routes (--route;
+auto = propagate with --seed-labels, else map); which to use when: docs/labelling.md.
 
-Example: pipeline label --input out/clusters --output out/labelled --route model --queue 100
+map: --map labels.toml gives each cluster's rows its name (same name = merged clusters;
+`drop = true` moves the rows to rejected/ with reason cluster_dropped); default: the
+labels.toml beside the input, whose names default to each cluster's top terms.
+
+propagate: --seed-labels FILE (CSV/JSONL/Parquet with id,label) trains a linear classifier on
+the seed rows' vectors and labels the rest; predictions below --min-confidence stay null.
+
+model: an SGD log-loss classifier fitted out-of-core on every row that has a label (the input's
+own, --seed-labels, --answers, a --map's names, a --train-dataset), cross-validated per fold
+and calibrated; rows under --min-confidence are `abstained` (label null). --queue N writes the
+N rows a person should label next to OUTPUT/queue.csv; the edited file comes back with
+--answers FILE as seed labels.
+
+\b
+Example:
+  pipeline label --input out/clusters --output out/labelled --route model --seed-labels seeds.csv --queue 100
 """
 
 from __future__ import annotations
