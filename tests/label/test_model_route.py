@@ -140,3 +140,18 @@ def test_bad_options_and_answers_are_named(sms_clusters, tmp_path, local_engine)
         label.run([sms_clusters], tmp_path / "lab", label.Options(route="model", answers=[str(bad)]), local_engine)
     with pytest.raises(ValueError, match="at least two classes"):
         label.run([sms_clusters], tmp_path / "lab2", label.Options(route="model"), local_engine)
+
+
+def test_learns_from_a_separate_labelled_dataset(sms_clusters, tmp_path, local_engine):
+    from pipeline.dataset import write_shard
+
+    frame = pl.read_parquet(sms_clusters / "*.parquet")
+    write_shard(frame.head(1000).with_columns(label=pl.col("true_label")), tmp_path / "labelled", "part-00000.parquet")
+    write_shard(frame.slice(1000), tmp_path / "rest", "part-00000.parquet")
+    result = label.run([tmp_path / "rest"], tmp_path / "lab",
+                       label.Options(route="model", train_dataset=str(tmp_path / "labelled")), local_engine)
+    assert result.details["labelled_from"] == {"dataset": 1000} and result.rows_out == 4574
+    out = pl.read_parquet(tmp_path / "lab" / "*.parquet")
+    assert set(out["label_source"]) <= {"model", "abstained"}
+    modelled = out.filter(pl.col("label_source") == "model")
+    assert (modelled["label"] == modelled["true_label"]).mean() > 0.95
