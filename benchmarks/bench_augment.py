@@ -55,7 +55,7 @@ def keep_few(splits: Path, n: int, target: Path) -> Path:
 
     rows = pl.read_parquet(splits / "**/*.parquet")
     plot = rows.filter((pl.col("split") == "train") & (pl.col("label") == RARE)).sample(n, seed=0)
-    kept = rows.filter((pl.col("split") != "train") | (pl.col("label") != RARE) | pl.col("id").is_in(plot["id"]))
+    kept = rows.filter((pl.col("split") != "train") | (pl.col("label") != RARE) | pl.col("id").is_in(plot["id"].implode()))
     for split in ("train", "val", "test"):
         write_shard(kept.filter(pl.col("split") == split), target, f"{split}/part-00000.parquet")
     return target
