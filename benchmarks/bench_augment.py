@@ -6,7 +6,8 @@ synonyms), `pipeline split --stratify label` (0.8/0.1/0.1, seed 42), then for ea
 `pipeline augment --classes plot --max-per-parent 4 --seed S` (EDA: synonym, insert, swap,
 delete). The baseline classifier is scikit-learn TfidfVectorizer(sublinear_tf, min_df=2) +
 LogisticRegression(max_iter=2000), fitted on train without and with the augmented rows (same
-seed), and scored on the untouched test split: F1 of `plot`, macro-F1, and plot's precision and
+seed), and, as a control, with the same number of rows as plain copies of their parents
+(what over-sampling gives), all scored on the untouched test split: F1 of `plot`, macro-F1, and plot's precision and
 recall. --small N first keeps only N plot rows of train (a rarer class, where EDA is said to help
 most), the same rows for both arms.
 
@@ -103,10 +104,17 @@ def main() -> int:
         base = evaluate(train, test, seed)
         result = Augment(Options(classes=[RARE], max_per_parent=args.max_per_parent, seed=seed,
                                  word2vec_model=str(w2v))).run([splits], work / f"aug{seed}", engine, fresh=True)
-        augmented = pl.read_parquet(work / f"aug{seed}" / "**/*.parquet", columns=["text", "label", "split"])
+        augmented = pl.read_parquet(work / f"aug{seed}" / "**/*.parquet",
+                                    columns=["id", "text", "label", "split", "parent_id"])
         augmented_train = augmented.filter(pl.col("split") == "train")
         more = evaluate(augmented_train, test, seed)
-        for arm, train_rows, m in (("without", train.height, base), ("with EDA", augmented_train.height, more)):
+        # the same rows as plain copies of their parents: what EDA adds beyond re-weighting the class
+        parent_text = augmented_train.select(pl.col("id").alias("parent_id"), pl.col("text").alias("_parent_text"))
+        copied_train = augmented_train.join(parent_text, on="parent_id", how="left", maintain_order="left").select(
+            pl.coalesce("_parent_text", "text").alias("text"), "label")
+        copied = evaluate(copied_train, test, seed)
+        for arm, train_rows, m in (("without", train.height, base), ("copies", copied_train.height, copied),
+                                   ("with EDA", augmented_train.height, more)):
             print(f"{seed:>4}  {arm:<10}{train_rows:>11}{m['plot_f1']:>9.3f}{m['plot_precision']:>8.3f}"
                   f"{m['plot_recall']:>8.3f}{m['macro_f1']:>10.3f}")
         print(f"      generated {result.details['generated']}, unchanged {result.details['unchanged']}")
