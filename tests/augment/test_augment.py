@@ -92,3 +92,45 @@ def test_eda_operations_on_known_words():
     frame = pl.DataFrame({"id": ["p"], "text": ["a b c d"], "label": ["x"], "split": ["val"]})
     out, counts = augment_frame(frame, Options(ops=["swap"]), {"x": 3})
     assert out.height == 1 and counts["augmented"] == 0  # a val row is never a parent
+
+
+def test_dask_workers_and_a_resumed_run_give_the_same_bytes(sms_splits, tmp_path, local_engine, dask_engine):
+    options = Options(classes=["spam"], max_per_parent=1)
+    Augment(options).run([sms_splits], tmp_path / "local", local_engine)
+    Augment(options).run([sms_splits], tmp_path / "dask", dask_engine)
+    local = Dataset(tmp_path / "local").manifest()
+    assert Dataset(tmp_path / "dask").manifest()["content_sha256"] == local["content_sha256"]
+    train_shard = next(s["path"] for s in local["shards"] if s["path"].startswith("train/"))
+    (tmp_path / "dask" / train_shard).unlink()
+    again = Augment(options).run([sms_splits], tmp_path / "dask", local_engine)
+    assert again.skipped_tasks == len(local["shards"]) - 1
+    assert Dataset(tmp_path / "dask").manifest()["content_sha256"] == local["content_sha256"]
+    assert again.details["generated"] == Dataset(tmp_path / "local").manifest()["extra"]["generated"]
+
+
+def test_in_a_job_after_split_with_the_jobs_own_word2vec(sms_splits, tmp_path):
+    from pipeline.runner import run_job
+
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[job]
+input = "{sms_splits.parent / 'docs'}"
+stages = ["features", "split", "augment", "report"]
+
+[features]
+tfidf = false
+word2vec = true
+
+[split]
+stratify = "label"
+
+[augment]
+classes = ["spam"]
+max_per_parent = 1
+""")
+    results = run_job(job, out=tmp_path / "out", echo=lambda *a, **k: None, engine_overrides={"workers": 0})
+    assert [r.stage for r in results] == ["features", "split", "augment", "report"]
+    augment = results[2]
+    assert augment.details["word2vec_model"] == str((tmp_path / "out" / "features" / "_models" / "word2vec.kv").resolve())
+    assert augment.rows_out == results[1].rows_out + augment.details["augmented"] > results[1].rows_out
+    assert results[3].rows_in > 0 and (tmp_path / "out" / "report" / "index.html").exists()

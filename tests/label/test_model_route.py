@@ -155,3 +155,19 @@ def test_learns_from_a_separate_labelled_dataset(sms_clusters, tmp_path, local_e
     assert set(out["label_source"]) <= {"model", "abstained"}
     modelled = out.filter(pl.col("label_source") == "model")
     assert (modelled["label"] == modelled["true_label"]).mean() > 0.95
+
+
+def test_dask_workers_and_a_resumed_run_give_the_same_bytes(sms_clusters, truth, tmp_path, local_engine, dask_engine):
+    seeds = seed_file(truth, 80, tmp_path / "seeds.csv")
+    options = label.Options(route="model", seed_labels=str(seeds), queue=10)
+    label.run([sms_clusters], tmp_path / "local", options, local_engine)
+    label.run([sms_clusters], tmp_path / "dask", options, dask_engine)
+    local, dask = (Dataset(tmp_path / n).manifest() for n in ("local", "dask"))
+    assert local["content_sha256"] == dask["content_sha256"]
+    # a run killed after some shards: one shard's output lost; the re-run redoes it (and refits)
+    lost = tmp_path / "dask" / local["shards"][1]["path"]
+    lost.unlink()
+    again = label.run([sms_clusters], tmp_path / "dask", options, local_engine)
+    assert again.skipped_tasks == 3
+    assert Dataset(tmp_path / "dask").manifest()["content_sha256"] == local["content_sha256"]
+    assert (tmp_path / "dask" / "queue.csv").read_bytes() == (tmp_path / "local" / "queue.csv").read_bytes()
