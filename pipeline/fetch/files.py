@@ -459,10 +459,13 @@ def _blank_lines(path: Path, quoted: bool) -> np.ndarray:
                 starts = np.concatenate([[0], newlines[:-1] + 1])
                 length = newlines - starts
                 empty = (length == 0) | ((length == 1) & (buf[np.maximum(newlines - 1, 0)] == 13))
-                if quoted:
-                    quotes = np.cumsum(buf == 34, dtype=np.int64)
-                    empty &= (quotes[newlines] + odd_quotes) % 2 == 0
-                    odd_quotes = int(quotes[-1] + odd_quotes) % 2 if len(quotes) else odd_quotes
+                if quoted:  # quotes before each empty line's newline, from the (few) quote positions
+                    quotes = np.flatnonzero(buf == 34)
+                    candidates = np.flatnonzero(empty)
+                    outside = (np.searchsorted(quotes, newlines[candidates]) + odd_quotes) % 2 == 0
+                    empty = np.zeros_like(empty)
+                    empty[candidates[outside]] = True
+                    odd_quotes = (odd_quotes + len(quotes)) % 2
                 found.append(lines_before + np.flatnonzero(empty) + 1)
                 lines_before += len(newlines)
             if not chunk:
