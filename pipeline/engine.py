@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from pipeline.errors import EngineError, JobError, ShardError
+from pipeline.errors import EngineError, JobError, PipelineError, ShardError
 from pipeline.progress import Progress
 
 T = TypeVar("T")
@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def _call_labelled(fn: Callable[[Any], Any], item: Any, label: str) -> Any:
-    """Run on a worker: call fn, and re-raise any error as a ShardError naming the shard."""
+    """Run on a worker: call fn, and re-raise any error as a ShardError naming the shard (a
+    PipelineError, such as an InputError naming a file and line, goes through as it is)."""
     try:
         return fn(item)
-    except ShardError:
+    except PipelineError:  # bad input or options, said with its file, line or key: not a bug
         raise
     except Exception as exc:  # noqa: BLE001 - every error is re-raised with its shard
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

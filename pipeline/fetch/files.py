@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.dataset import StageOutput, TaskRecord
-from pipeline.errors import JobError
+from pipeline.errors import InputError, JobError
 from pipeline.fetch.options import FilesSource
 from pipeline.fetch.records import RecordError, records_to_docs
 from pipeline.fetch.writer import DOC_SCHEMA, RAW_SCHEMA, ShardRoller, raw_row
@@ -43,8 +43,9 @@ COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open}
 PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 
 
-class FilesError(ValueError):
-    """A file cannot be read as the format it claims; the message names the file."""
+class FilesError(InputError, ValueError):
+    """A file cannot be read as the format it claims, or (strict) holds a malformed line or an
+    invalid record; the message names the file and the line (exit 3)."""
 
 
 def file_format(path: Path, forced: str = "auto") -> str | None:

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from pipeline.dataset import Dataset
-from pipeline.engine import ShardError
 from pipeline.fetch import FilesSource, Options, run
+from pipeline.fetch.files import FilesError
 from pipeline.records import MESSAGES
 
 
@@ -110,7 +110,7 @@ def test_invalid_instruction_records_are_rejected_and_strict_fails(tmp_path, loc
     assert rejected.sort("line").select("line", "reason").rows() == [
         (2, "instruction: empty response"), (3, "instruction: empty prompt")]
     assert result.dropped == {"instruction: empty response": 1, "instruction: empty prompt": 1}
-    with pytest.raises(ShardError, match=r"pairs.jsonl:2: instruction: empty response"):
+    with pytest.raises(FilesError, match=r"pairs.jsonl:2: instruction: empty response"):
         fetch(tmp_path / "strict", local_engine, FilesSource(glob=[str(path)], record_kind="instruction", strict=True))
 
 
@@ -118,7 +118,7 @@ def test_text_field_holding_messages_is_a_clear_error(tmp_path, local_engine):
     """#16: `--text-field messages` crashed with `cannot cast List type ... to String`."""
     path = _write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "Hi"},
                                                                  {"role": "assistant", "content": "Hello"}]}])
-    with pytest.raises(ShardError, match=r"chat.jsonl: text field 'messages' holds conversations .* --kind chat"):
+    with pytest.raises(FilesError, match=r"chat.jsonl: text field 'messages' holds conversations .* --kind chat"):
         fetch(tmp_path / "raw", local_engine, FilesSource(glob=[str(path)], text_field="messages"))
     frame, _, _ = fetch(tmp_path / "chat", local_engine, FilesSource(glob=[str(path)], record_kind="chat"))
     assert frame["text"].to_list() == ["Hi\n\nHello"]
@@ -142,7 +142,7 @@ def test_ragged_csv_row_goes_to_rejected_with_its_line(tmp_path, local_engine):
     assert rejected.select("file", "line", "reason", "record").rows() == [
         (str(path), 5, "ragged row: 5 fields, the header has 3", "3,too,many,fields,here")]
     assert (result.rows_in, result.rows_out) == (5, 4)
-    with pytest.raises(ShardError, match=r"ragged.csv:5: ragged row: 5 fields, the header has 3"):
+    with pytest.raises(FilesError, match=r"ragged.csv:5: ragged row: 5 fields, the header has 3"):
         fetch(tmp_path / "strict", local_engine, FilesSource(glob=[str(path)], strict=True))
 
 
@@ -179,7 +179,7 @@ def test_one_bad_jsonl_line_does_not_fail_the_file(tmp_path, local_engine):
         (501, "invalid JSON at column 10: Unterminated string starting at"),
         (702, "not a JSON object (a JSON int)")]
     assert (result.rows_in, result.rows_out) == (1000, 998)
-    with pytest.raises(ShardError, match=r"docs.jsonl.gz:501: invalid JSON"):
+    with pytest.raises(FilesError, match=r"docs.jsonl.gz:501: invalid JSON"):
         fetch(tmp_path / "strict", local_engine, FilesSource(glob=[str(path)], strict=True))
 
 
@@ -238,7 +238,8 @@ def test_the_command_line_reads_kinds_and_names_a_bad_line(shared_data, tmp_path
     bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
     out = pipeline_cli("fetch", "files", "--glob", str(bad), "--kind", "instruction", "--strict",
                        "--workers", "0", "--output", str(tmp_path / "strict"))
-    assert out.exit_code != 0 and f"{bad}:2: invalid JSON at column 29" in out.output
+    assert out.exit_code == 3 and f"{bad}:2: invalid JSON at column 29" in out.output
+    assert "Traceback" not in out.output
 
 
 def test_text_and_instruction_files_share_one_dataset(tmp_path, local_engine):
