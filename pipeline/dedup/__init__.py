@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from pipeline.dataset import StageOutput, sum_counts
+from pipeline.dataset import StageOutput, TaskRecord, sum_counts
 from pipeline.dedup import minhash
 from pipeline.dedup.graph import components, pick_per_component
 from pipeline.dedup.passes import (
@@ -51,6 +51,7 @@ from pipeline.stage import (
 )
 
 WORK = "_work"
+DETAILS_TASK = "details"  # the progress record holding the passes' counts
 
 
 class Options(StageOptions):
@@ -161,8 +162,13 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     todo3, done3 = out.pending(final_keys)
     if todo3:
         records3 = done3 + _run_passes(plan, engine, todo3, relpaths, details)
+        # what the passes counted (candidate edges, groups, ...) outlives _work: a resume with
+        # nothing left to do writes the same manifest details, not the bare band numbers
+        out.commit(TaskRecord(task=DETAILS_TASK, fingerprint="", outputs={}, counts={}, extra=details))
     else:
         records3 = done3
+        saved = out.completed(DETAILS_TASK)
+        details.update(saved.extra if saved else {})
     del out.outputs["work"]
     out.finalize(records3, extra=details)
     shutil.rmtree(work, ignore_errors=True)

@@ -225,3 +225,17 @@ def test_verification_in_small_chunks_gives_the_same_result(spdx_input, tmp_path
         ma = json.loads((tmp_path / "a" / name / "_manifest.json").read_text())
         mb = json.loads((tmp_path / "b" / name / "_manifest.json").read_text())
         assert ma["content_sha256"] == mb["content_sha256"], name
+
+
+def test_noop_resume_keeps_the_manifest_details(spdx_input, tmp_path, local_engine):
+    """#17 item 10: a second run with nothing left to do rewrote unique/_manifest.json with only
+    the band numbers, so the report showed candidate_edges, duplicate_groups, ... as null."""
+    first = dedup.run([spdx_input], tmp_path / "unique", dedup.Options(), local_engine)
+    before = json.loads((tmp_path / "unique" / "_manifest.json").read_text())["extra"]
+    again = dedup.run([spdx_input], tmp_path / "unique", dedup.Options(), local_engine)
+    after = json.loads((tmp_path / "unique" / "_manifest.json").read_text())["extra"]
+    assert again.skipped_tasks == 3
+    assert before["candidate_edges"] > 0 and before["duplicate_groups"] > 0
+    assert after == before
+    for key in ("candidate_edges", "verified_pairs", "edges_kept", "duplicate_groups", "near_groups", "text_bytes"):
+        assert again.details[key] == first.details[key], key
