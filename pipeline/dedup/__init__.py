@@ -19,11 +19,13 @@ import math
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from pipeline.dataset import StageOutput, TaskRecord, sum_counts
@@ -38,7 +40,7 @@ from pipeline.dedup.passes import (
     pass2b_verify,
     pass3_shard,
 )
-from pipeline.engine import Engine
+from pipeline.engine import Engine, _call_labelled
 from pipeline.records import KINDS
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import (
@@ -99,6 +101,15 @@ class Options(StageOptions):
     max_bucket: int = Field(50, ge=2)
     """LSH buckets with more documents link each to the bucket's first (a star) instead of
     every pair, so a huge bucket costs linear, not quadratic, work."""
+    in_process_below: int = Field(256_000_000, ge=0)
+    """Input bytes (uncompressed, from the Parquet footers) below which dedup runs its shard tasks on
+    threads in this process (as many as the engine's workers) when no Dask cluster is running
+    yet: starting one costs seconds, more than it saves on small inputs. Same output either
+    way; 0 = always the engine."""
+
+    def fingerprint_dict(self) -> dict:
+        # where the tasks run changes no byte of the output: a resume may switch freely
+        return {k: v for k, v in super().fingerprint_dict().items() if k != "in_process_below"}
 
     @model_validator(mode="after")
     def _bands_fit(self) -> Options:
@@ -126,6 +137,40 @@ def _say(message: str) -> None:
     print(f"dedup: {message}", file=sys.stderr)
 
 
+def input_bytes_of(shards: list[Path]) -> int:
+    """Uncompressed bytes of the shards (every column: the key text may be `text`, the prompt
+    and response, or chat turns), from their Parquet footers: nothing is read."""
+    total = 0
+    for shard in shards:
+        meta = pq.ParquetFile(shard).metadata
+        total += sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+    return total
+
+
+class ThreadedTasks:
+    """`Engine.map` on threads of this process, results in the order of items: for inputs too
+    small to pay for starting a Dask cluster. The tasks spend their time in Polars, NumPy and
+    rensa, which release the GIL, so the threads use every core; errors name their shard
+    as the engine's do."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+
+    def map(self, fn, items: list, labels: list[str] | None = None, desc: str = "shards") -> list:
+        labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="dedup") as pool:
+            return list(pool.map(_call_labelled, [fn] * len(items), items, labels))
+
+
+def tasks_runner(engine: Engine, shards: list[Path], options: Options) -> Engine | ThreadedTasks:
+    """Where dedup's tasks run: the engine, unless no cluster runs yet (a local engine not
+    started) and the input is below `in_process_below` bytes of text."""
+    idle_local = engine.scheduler is None and engine.client is None and engine.workers > 0
+    if idle_local and options.in_process_below and input_bytes_of(shards) < options.in_process_below:
+        return ThreadedTasks(engine.workers)
+    return engine
+
+
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     started = time.perf_counter()
     output = Path(output)
@@ -138,6 +183,7 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     relpaths = [shard_relpath(root, s) if len(inputs) == 1 else f"in{i:05d}-{s.name}"
                 for i, (root, s) in enumerate(pairs)]
     rows_in = count_rows([s for _, s in pairs])
+    engine = tasks_runner(engine, [s for _, s in pairs], options)
 
     bands, rows = bands_and_rows(options) if options.near else (0, 0)
     grouping = options.near and options.group_threshold > 0

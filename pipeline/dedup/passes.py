@@ -14,6 +14,8 @@ A node is a document's global index: ``shard_index << 32 | row``.
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.dataset import StageOutput, TaskRecord
+from pipeline.dataset import ShardInfo, StageOutput, TaskRecord
 from pipeline.dedup import minhash
 from pipeline.stage import batch_starts
 
@@ -74,6 +76,25 @@ def read_rows(path: str, rows: np.ndarray | None, columns: list[str]) -> pl.Data
     return frame.collect().with_columns(pl.col("row").cast(pl.Int64))
 
 
+def write_work(plan: Plan, frame: pl.DataFrame, relpath: str) -> ShardInfo:
+    """Write one intermediate file under _work atomically (temporary name, then rename).
+
+    LZ4 and no column statistics: these files are read once or twice by the next pass and
+    deleted at the end, and most of their bytes are random hashes that no codec shrinks, so
+    zstd and statistics (and the output shards' SHA-256) cost time for nothing; the size alone
+    tells a resume whether the file is whole."""
+    target = plan.output.outputs["work"] / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        frame.write_parquet(tmp, compression="lz4", statistics=False)
+        info = ShardInfo(relpath, frame.height, tmp.stat().st_size, "")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return info
+
+
 def _record(plan: Plan, task: str, outputs: dict[str, list], counts: dict[str, int],
             extra: dict[str, Any] | None = None) -> TaskRecord:
     record = TaskRecord(task=task, fingerprint="", outputs=outputs, counts=counts, extra=extra or {})
@@ -94,8 +115,8 @@ def _score(keep: str, sh: minhash.Shingles, n: int) -> np.ndarray:
 
 
 # -- pass 1 ------------------------------------------------------------------------------------
-def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int, plan: Plan,
-                       perm: tuple[np.ndarray, np.ndarray]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int,
+                       plan: Plan) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Band rows (band, key, node, ekey, score), signatures (row, sig) and shingles (row, sh: one
     row per shingle in text order, repeats kept, for --verify) of one batch of texts. Pure."""
     n = len(texts)
@@ -112,7 +133,7 @@ def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int, plan: Plan,
             "ekey": ekey, "score": score,
         }))
     if plan.near:
-        docs, sig = minhash.signatures(sh, *perm)
+        docs, sig = minhash.signatures(sh, plan.num_perm, plan.seed)
         signed = pl.DataFrame({"row": docs + first_row, "sig": sig},
                               schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
         if plan.verify:
@@ -155,7 +176,6 @@ def partition_of(partitions: int) -> pl.Expr:
 def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     plan, shard = args
     path = plan.shards[shard]
-    perm = minhash.permutations(plan.num_perm, plan.seed)
     frame = pl.scan_parquet(path, hive_partitioning=False)
     frame = frame.select(dedup_key_text(plan.key, frame.collect_schema()).alias("text"))
     lengths = frame.select(pl.col("text").str.len_bytes().fill_null(0)).collect().to_series().to_numpy()
@@ -166,19 +186,19 @@ def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     for start, stop in zip(starts.tolist(), stops, strict=True):
         texts = frame.slice(start, stop - start).collect()["text"]
         text_bytes += int(texts.str.len_bytes().sum() or 0)
-        band_rows, sigs, sets = band_rows_of_batch(texts, start, shard, plan, perm)
+        band_rows, sigs, sets = band_rows_of_batch(texts, start, shard, plan)
         pieces.append(band_rows)
         signed.append(sigs)
         shingle_sets.append(sets)
     rows = pl.concat(pieces).with_columns(p=partition_of(plan.partitions))
     written = []
     if plan.near:
-        written.append(plan.output.write("work", pl.concat(signed), f"sig/s={shard:05d}.parquet"))
+        written.append(write_work(plan, pl.concat(signed), f"sig/s={shard:05d}.parquet"))
     if plan.near and plan.verify:
-        written.append(plan.output.write("work", pl.concat(shingle_sets), f"shingles/s={shard:05d}.parquet"))
+        written.append(write_work(plan, pl.concat(shingle_sets), f"shingles/s={shard:05d}.parquet"))
     for (part,), piece in sorted(rows.partition_by("p", as_dict=True).items()):
         rel = f"bands/p={part:05d}/s={shard:05d}.parquet"
-        written.append(plan.output.write("work", piece.drop("p"), rel))
+        written.append(write_work(plan, piece.drop("p"), rel))
     return _record(plan, f"pass1:{shard}", {"work": written},
                    {"docs": total, "band_rows": rows.height}, {"text_bytes": text_bytes})
 
@@ -227,7 +247,7 @@ def pass2_partition(args: tuple[Plan, int]) -> TaskRecord:
         edges = edges.with_columns(s=shard_of(pl.col("a")).cast(pl.Int32))
         for (shard,), piece in sorted(edges.partition_by("s", as_dict=True).items()):
             rel = f"edges/s={shard:05d}/p={part:05d}.parquet"
-            written.append(plan.output.write("work", piece.drop("s"), rel))
+            written.append(write_work(plan, piece.drop("s"), rel))
     return _record(plan, f"pass2:{part}", {"work": written}, {"candidate_edges": n_edges})
 
 
@@ -353,7 +373,7 @@ def pass2b_verify(args: tuple[Plan, int]) -> TaskRecord:
         & pl.lit(grouping),
     ).filter(pl.col("dup") | pl.col("group"))
     out = pl.concat([exact, near]).sort("a", "b")
-    info = plan.output.write("work", out, f"verified/s={shard:05d}.parquet")
+    info = write_work(plan, out, f"verified/s={shard:05d}.parquet")
     return _record(plan, f"verify:{shard}", {"work": [info]},
                    {"verified_pairs": checked, "edges_kept": out.height})
 

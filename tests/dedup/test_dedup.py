@@ -79,8 +79,17 @@ def test_minhash_estimates_jaccard(spdx):
     texts = dict(zip(docs["id"], docs["text"], strict=True))
     row = truth.filter(pl.col("jaccard").is_between(0.75, 0.9)).sort("a").row(0, named=True)
     sh = minhash.shingle_hashes(pl.Series([texts[row["a"]], texts[row["b"]]]), 5)
-    _, sig = minhash.signatures(sh, *minhash.permutations(512, 7))
+    _, sig = minhash.signatures(sh, 512, 7)  # the native kernel (rensa's R-MinHash)
+    assert sig.shape == (2, 512) and sig.dtype == np.uint32
     assert abs((sig[0] == sig[1]).mean() - row["jaccard"]) < 0.08
+    _, reference = minhash.signatures_numpy(sh, *minhash.permutations(512, 7))  # classic MinHash
+    assert abs((reference[0] == reference[1]).mean() - row["jaccard"]) < 0.08
+    # a set sketch: repeating and reordering shingles changes nothing; same seed, same values
+    twice = minhash.Shingles(np.concatenate([sh.hashes[::-1], sh.hashes]),
+                             np.concatenate([sh.doc[::-1], sh.doc]), sh.tokens)
+    order = np.argsort(twice.doc, kind="stable")
+    _, again = minhash.signatures(minhash.Shingles(twice.hashes[order], twice.doc[order], sh.tokens), 512, 7)
+    assert np.array_equal(again, sig)
 
 
 def test_bands_and_rows_are_derived_and_validated():
