@@ -1,17 +1,25 @@
-"""Benchmark: `pipeline dedup` against datasketch's MinHashLSH on the machine's man pages.
+"""Benchmark: `pipeline dedup` against rensa and datasketch, whole process each, on real text.
 
-Corpus: every man page installed under /usr/share/man (all sections and languages, `.so`
-redirects skipped), groff markup stripped to text with regular expressions. Truth: every pair
-with Jaccard >= 0.7 of word 5-gram shingle sets (the definition in shared/data/README.md),
-found exactly by a prefix-filtered all-pairs join (rarest shingles first; a pair with Jaccard
->= t must share one of the first |A| - ceil(t*|A|) + 1 shingles of each), coded here
-independently of the stage (Python `re` tokens, Python string shingles).
+Corpora: `man` (default), every man page installed under /usr/share/man (all sections and
+languages, `.so` redirects skipped), groff markup stripped to text with regular expressions;
+`spdx`, the 728 SPDX licences of shared/data/neardup. Truth: every pair with Jaccard >= 0.7 of
+word 5-gram shingle sets (the definition in shared/data/README.md): for the man pages found
+exactly by a prefix-filtered all-pairs join (rarest shingles first; a pair with Jaccard >= t
+must share one of the first |A| - ceil(t*|A|) + 1 shingles of each), coded here independently
+of the stage (Python `re` tokens, Python string shingles); for SPDX its published pairs file.
 
-Both tools are scored the same way: recall = true pairs (Jaccard >= 0.8) that end up in one
-duplicate group; precision = removed documents that have a true partner with Jaccard >= 0.7.
-Peak memory is the peak resident set of the process tree (driver + Dask workers), sampled.
+Every tool runs as its own process, timed whole (interpreter start, imports, reading the
+Parquet input, dedup, writing the kept documents): ours is `python -m pipeline dedup` with its
+defaults; rensa and datasketch are this script's `--child` modes, each on its documented fast
+path (rensa: `RMinHashDeduplicator.add_pairs` as its README shows; datasketch:
+`MinHash.update_batch` + `MinHashLSH`), fed the same word 5-gram shingles (Python `re`).
+Tools alternate within a round and the order flips every round; the median of the rounds is
+reported with wall-clock and CPU ratios (CPU = the process and its children, Dask workers
+included). All tools are scored the same way, only on which documents survive: recall = true
+pairs (Jaccard >= 0.8) of which at most one survives; precision = removed documents that have a
+true partner with Jaccard >= 0.7. Peak memory: the process tree's resident set, sampled.
 
-    .venv/bin/python benchmarks/bench_dedup.py [--limit N] [--cache /tmp/bench_dedup]
+    .venv/bin/python benchmarks/bench_dedup.py [--corpus man|spdx] [--rounds 3] [--cache /tmp/bench_dedup]
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ import argparse
 import gzip
 import os
 import re
+import resource
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -33,9 +43,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.dataset import Dataset, write_shard  # noqa: E402
-from pipeline.engine import Engine  # noqa: E402
 
 MAN = Path("/usr/share/man")
+SPDX = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "neardup"
 SHARD_DOCS = 2500
 
 _COMMENT = re.compile(r'^\.\s*\\".*$|^\'\\".*$', re.M)
@@ -150,182 +160,196 @@ def exact_pairs(texts: list[str], threshold: float = 0.7, chunk: int = 2_000_000
     return pl.concat([expanded, same]).unique(["a", "b"]).sort("a", "b")
 
 
-def score(kept_of: dict[str, str], removed: list[str], truth: pl.DataFrame) -> tuple[float, float]:
-    strong = truth.filter(pl.col("jaccard") >= 0.8)
-    together = sum(kept_of.get(a, a) == kept_of.get(b, b) for a, b in strong.select("a", "b").iter_rows())
-    partners = set(truth["a"]) | set(truth["b"])
-    precise = sum(doc in partners for doc in removed)
-    return together / max(1, strong.height), precise / max(1, len(removed))
-
-
-class PeakMemory:
-    """Peak resident memory (MB) of this process and all its children, sampled every 20 ms."""
-
-    def __init__(self):
-        self.peak = 0.0
-        self.peak_child = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            try:
-                children = me.children(recursive=True)
-                child = [c.memory_info().rss for c in children]
-                total = me.memory_info().rss + sum(child)
-                self.peak = max(self.peak, total / 1e6)
-                self.peak_child = max(self.peak_child, max(child, default=0) / 1e6)
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    @staticmethod
-    def _cpu() -> dict[int, float]:
-        me = psutil.Process()
-        seconds = {}
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                seconds[proc.pid] = times.user + times.system
-            except psutil.Error:
-                pass
-        return seconds
-
-    def __enter__(self):
-        self._cpu_start = self._cpu()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        end = self._cpu()
-        # CPU seconds of the process tree: comparable when other jobs share the machine
-        self.cpu = sum(v - self._cpu_start.get(pid, 0.0) for pid, v in end.items())
-        self._stop.set()
-        self._thread.join()
-
-
-def run_ours(corpus: Path, out: Path, limit: int | None, workers: int, **options) -> dict:
-    import pipeline.dedup as dedup
-
-    source = corpus
-    if limit:
-        source = out / "input"
-        shutil.rmtree(source, ignore_errors=True)
-        frame = load_corpus(corpus, limit)
-        for i, start in enumerate(range(0, frame.height, SHARD_DOCS)):
-            write_shard(frame.slice(start, SHARD_DOCS), source, f"part-{i:05d}.parquet")
-    shutil.rmtree(out / "unique", ignore_errors=True)
-    shutil.rmtree(out / "duplicates", ignore_errors=True)
-    with Engine(workers=workers, memory_limit="4GiB", progress=False) as engine:
-        engine.map(len, [[1]])  # start the cluster before the clock
-        base = psutil.Process().memory_info().rss / 1e6
-        with PeakMemory() as memory:
-            started = time.perf_counter()
-            result = dedup.run([source], out / "unique", dedup.Options(**options), engine, fresh=True)
-            seconds = time.perf_counter() - started
-    removed = pl.read_parquet(out / "duplicates" / "*.parquet") if Dataset(out / "duplicates").rows() else None
-    kept_of = dict(zip(removed["id"], removed["kept_id"], strict=True)) if removed is not None else {}
-    return {"seconds": seconds, "cpu": memory.cpu, "peak_mb": memory.peak, "peak_worker_mb": memory.peak_child,
-            "driver_base_mb": base, "kept_of": kept_of, "removed": list(kept_of), "result": result}
-
-
-def run_datasketch(ids: list[str], texts: list[str], threshold: float = 0.8, num_perm: int = 128) -> dict:
-    """MinHashLSH as datasketch's README shows: MinHash.update per shingle, insert, query."""
-    from datasketch import MinHash, MinHashLSH
-
-    with PeakMemory() as memory:
-        started = time.perf_counter()
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        signatures = []
-        for key, text in zip(ids, texts, strict=True):
-            m = MinHash(num_perm=num_perm)
-            for shingle in python_shingles(text):
-                m.update(shingle.encode("utf8"))
-            lsh.insert(key, m)
-            signatures.append(m)
-        parent = {}
-
-        def find(x):
-            while parent.get(x, x) != x:
-                parent[x] = parent.get(parent[x], parent[x])
-                x = parent[x]
-            return x
-
-        order = {key: i for i, key in enumerate(ids)}
-        for key, m in zip(ids, signatures, strict=True):
-            for other in lsh.query(m):
-                ra, rb = find(key), find(other)
-                if ra != rb:  # the earlier document is the root: it is kept
-                    first, second = (ra, rb) if order[ra] < order[rb] else (rb, ra)
-                    parent[second] = first
-        kept_of = {key: find(key) for key in ids if find(key) != key}
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "cpu": memory.cpu, "peak_mb": memory.peak, "kept_of": kept_of, "removed": list(kept_of),
-            "lsh_params": (lsh.b, lsh.r)}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=None, help="first N pages only")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_dedup"))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--no-datasketch", action="store_true")
-    parser.add_argument("--single-core", action="store_true", help="also run ours in-process (workers=0)")
-    args = parser.parse_args()
-
-    corpus = build_corpus(args.cache / "corpus", None)
-    frame = load_corpus(corpus, args.limit)
+def truth_of(corpus: str, frame: pl.DataFrame, cache: Path) -> pl.DataFrame:
+    """(a, b, jaccard) by document id: every pair with Jaccard >= 0.7, found exactly."""
+    if corpus == "spdx":
+        return pl.read_ndjson(SPDX / "spdx_pairs.jsonl").select("a", "b", "jaccard")
     ids, texts = frame["id"].to_list(), frame["text"].to_list()
-    megabytes = sum(len(t.encode()) for t in texts) / 1e6
-    print(f"corpus: {len(ids)} man pages from {MAN}, {megabytes:.1f} MB of text")
-
-    truth_file = args.cache / f"truth-{len(ids)}.parquet"
+    truth_file = cache / f"truth-{len(ids)}.parquet"
     if not truth_file.exists():
         started = time.perf_counter()
         exact_pairs(texts).write_parquet(truth_file)
         print(f"truth: exact prefix-filtered all-pairs join in {time.perf_counter() - started:.1f}s")
     rows = pl.read_parquet(truth_file)
-    truth = rows.select(a=pl.col("a").map_elements(lambda i: ids[i], pl.String),
-                        b=pl.col("b").map_elements(lambda i: ids[i], pl.String), jaccard="jaccard")
-    print(f"truth: {truth.filter(pl.col('jaccard') >= 0.8).height} pairs with Jaccard >= 0.8, "
-          f"{truth.height} >= 0.7")
+    id_of = pl.Series(ids)
+    return pl.DataFrame({"a": id_of.gather(rows["a"]), "b": id_of.gather(rows["b"]), "jaccard": rows["jaccard"]})
 
-    runs = {}
-    half = len(ids) // 2
-    ours_half = run_ours(corpus, args.cache / "ours-half", half, args.workers)
-    runs[f"pipeline dedup ({args.workers} workers)"] = ours = run_ours(corpus, args.cache / "ours", args.limit, args.workers)
-    runs[f"pipeline dedup --no-verify ({args.workers} workers)"] = run_ours(
-        corpus, args.cache / "ours-noverify", args.limit, args.workers, verify=False)
-    if args.single_core:
-        runs["pipeline dedup (in-process, 1 core)"] = run_ours(corpus, args.cache / "ours-local", args.limit, 0)
-        runs["pipeline dedup --no-verify (in-process)"] = run_ours(
-            corpus, args.cache / "ours-local-noverify", args.limit, 0, verify=False)
-    if not args.no_datasketch:
-        runs["datasketch MinHashLSH"] = run_datasketch(ids, texts)
 
-    print(f"\nbands x rows: ours {ours['result'].details['bands']}x{ours['result'].details['rows']} "
-          f"(verify on), datasketch {runs.get('datasketch MinHashLSH', {}).get('lsh_params')}")
-    header = (f"{'tool':<38} {'seconds':>8} {'CPU s':>7} {'MB/s':>7} {'peak MB':>8} {'removed':>8} "
-              f"{'recall':>7} {'precision':>9}")
+def spdx_corpus(folder: Path) -> Path:
+    """The SPDX licences as three Parquet shards (cached)."""
+    if (folder / "_manifest.done").exists():
+        return folder
+    docs = pl.read_ndjson(SPDX / "spdx_licenses.jsonl").select("id", "text")
+    for i, start in enumerate(range(0, docs.height, 250)):
+        write_shard(docs.slice(start, 250), folder, f"part-{i:05d}.parquet")
+    (folder / "_manifest.done").write_text(str(docs.height))
+    return folder
+
+
+def score(removed: set[str], truth: pl.DataFrame) -> tuple[float, float]:
+    """recall: share of true pairs (Jaccard >= 0.8) that do not both survive (one of them, or
+    both, removed); precision: share of removed documents with a true partner at Jaccard >= 0.7
+    (the truth's tolerance). The same rule for every tool: only which documents survive counts."""
+    strong = truth.filter(pl.col("jaccard") >= 0.8)
+    caught = sum(a in removed or b in removed for a, b in strong.select("a", "b").iter_rows())
+    partners = set(truth["a"]) | set(truth["b"])
+    return caught / max(1, strong.height), sum(doc in partners for doc in removed) / max(1, len(removed))
+
+
+# -- the peers, each run in its own process (python bench_dedup.py --child TOOL CORPUS OUT) -----
+def child_rensa(corpus: Path, out: Path, threshold: float, num_perm: int) -> None:
+    """rensa as its README shows: RMinHashDeduplicator(threshold, num_perm, use_lsh=True) fed
+    (key, tokens) pairs with `add_pairs` (its batch entry: the sketches are built in Rust from
+    the token lists, no Python object per document); tokens = word 5-gram shingles."""
+    from rensa import RMinHashDeduplicator
+
+    frame = pl.read_parquet(sorted(str(p) for p in corpus.glob("part-*.parquet")), columns=["id", "text"])
+    dedup = RMinHashDeduplicator(threshold=threshold, num_perm=num_perm, use_lsh=True)
+    keep = dedup.add_pairs((key, list(python_shingles(text))) for key, text in zip(frame["id"], frame["text"], strict=True))
+    flags = pl.Series(keep, dtype=pl.Boolean)
+    frame.filter(flags).write_parquet(out / "unique.parquet")
+    frame.filter(~flags).select("id").write_parquet(out / "removed.parquet")
+
+
+def child_datasketch(corpus: Path, out: Path, threshold: float, num_perm: int) -> None:
+    """datasketch on its documented fast path: `MinHash.update_batch` with every shingle of a
+    document at once, then MinHashLSH: a document whose query finds an earlier one is removed,
+    else it is inserted (streaming dedup, as its README's MinHashLSH example queries)."""
+    from datasketch import MinHash, MinHashLSH
+
+    frame = pl.read_parquet(sorted(str(p) for p in corpus.glob("part-*.parquet")), columns=["id", "text"])
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    keep = []
+    for key, text in zip(frame["id"], frame["text"], strict=True):
+        m = MinHash(num_perm=num_perm)
+        m.update_batch([s.encode("utf8") for s in python_shingles(text)])
+        duplicate = bool(lsh.query(m))
+        if not duplicate:
+            lsh.insert(key, m)
+        keep.append(not duplicate)
+    flags = pl.Series(keep, dtype=pl.Boolean)
+    frame.filter(flags).write_parquet(out / "unique.parquet")
+    frame.filter(~flags).select("id").write_parquet(out / "removed.parquet")
+
+
+class TreeSampler:
+    """Peak resident memory (MB) of a process and its descendants: total and largest one."""
+
+    def __init__(self, pid: int):
+        self.root = psutil.Process(pid)
+        self.peak = self.peak_one = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                rss = [p.memory_info().rss / 1e6 for p in procs]
+                self.peak, self.peak_one = max(self.peak, sum(rss)), max(self.peak_one, max(rss))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(command: list[str]) -> dict:
+    """Run a whole process (interpreter start, imports, reading, work, writing); wall seconds,
+    CPU seconds of it and its children (Dask workers included), peak memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = TreeSampler(proc.pid)
+    output, _ = proc.communicate()
+    wall = time.perf_counter() - started
+    sampler.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{output}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "peak_mb": sampler.peak, "peak_one_mb": sampler.peak_one, "output": output}
+
+
+def commands(corpus: Path, out: Path, args: argparse.Namespace) -> dict[str, list[str]]:
+    me = [sys.executable, str(Path(__file__).resolve())]
+    ours = [sys.executable, "-m", "pipeline", "dedup", "--input", str(corpus), "--output", str(out / "ours" / "unique"),
+            "--fresh", "--threshold", str(args.threshold)]
+    if args.workers is not None:
+        ours += ["--workers", str(args.workers)]
+    tools = {"pipeline dedup": ours}
+    for peer in args.peers:
+        tools[peer] = [*me, "--child", peer, "--corpus-dir", str(corpus), "--out", str(out / peer),
+                       "--threshold", str(args.threshold)]
+    return tools
+
+
+def removed_ids(tool: str, out: Path) -> set[str]:
+    if tool == "pipeline dedup":
+        audit = out / "ours" / "duplicates"
+        return set(pl.read_parquet(audit / "*.parquet")["id"]) if Dataset(audit).rows() else set()
+    return set(pl.read_parquet(out / tool / "removed.parquet")["id"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", choices=["man", "spdx"], default="man")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_dedup"))
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, alternating")
+    parser.add_argument("--workers", type=int, default=None, help="ours: --workers (default: the stage's)")
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--peers", nargs="*", default=["rensa", "datasketch"], choices=["rensa", "datasketch"])
+    parser.add_argument("--child", choices=["rensa", "datasketch"], help=argparse.SUPPRESS)
+    parser.add_argument("--corpus-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.out.mkdir(parents=True, exist_ok=True)
+        child = child_rensa if args.child == "rensa" else child_datasketch
+        child(args.corpus_dir, args.out, args.threshold, 128)
+        return
+
+    corpus = (build_corpus(args.cache / "corpus", None) if args.corpus == "man"
+              else spdx_corpus(args.cache / "spdx"))
+    frame = load_corpus(corpus, None)
+    megabytes = frame["text"].str.len_bytes().sum() / 1e6
+    print(f"corpus: {frame.height} documents ({args.corpus}), {megabytes:.1f} MB of text")
+    truth = truth_of(args.corpus, frame, args.cache)
+    print(f"truth: {truth.filter(pl.col('jaccard') >= 0.8).height} pairs with Jaccard >= 0.8, {truth.height} >= 0.7")
+
+    out = args.cache / f"runs-{args.corpus}"
+    tools = commands(corpus, out, args)
+    runs: dict[str, list[dict]] = {name: [] for name in tools}
+    names = list(tools)
+    for round_ in range(args.rounds):
+        order = names if round_ % 2 == 0 else names[::-1]  # alternate: no tool always runs first
+        for name in order:
+            shutil.rmtree(out / ("ours" if name == "pipeline dedup" else name), ignore_errors=True)
+            run = timed(tools[name])
+            run["recall"], run["precision"] = score(removed_ids(name, out), truth)
+            run["removed"] = len(removed_ids(name, out))
+            runs[name].append(run)
+            print(f"  round {round_ + 1}: {name:<16} {run['wall']:6.2f} s wall {run['cpu']:6.2f} s CPU", flush=True)
+
+    print(f"\nmedian of {args.rounds} whole-process runs each ({frame.height} documents, {megabytes:.1f} MB):")
+    header = f"{'tool':<16} {'wall s':>7} {'CPU s':>7} {'peak MB':>8} {'removed':>8} {'recall':>7} {'precision':>9}"
     print(header)
     print("-" * len(header))
-    for name, run in runs.items():
-        recall, precision = score(run["kept_of"], run["removed"], truth)
-        run["recall"], run["precision"] = recall, precision
-        print(f"{name:<38} {run['seconds']:8.1f} {run['cpu']:7.1f} {megabytes / run['seconds']:7.2f} {run['peak_mb']:8.0f} "
-              f"{len(run['removed']):8d} {recall:7.3f} {precision:9.3f}")
-    if "datasketch MinHashLSH" in runs:
-        ds = runs["datasketch MinHashLSH"]["seconds"]
-        for name, run in runs.items():
-            if name.startswith("pipeline"):
-                print(f"speed-up of {name} over datasketch: {ds / run['seconds']:.1f}x wall-clock, "
-                      f"{runs['datasketch MinHashLSH']['cpu'] / run['cpu']:.1f}x in CPU seconds")
-    print(f"load average during the run: {os.getloadavg()} on {os.cpu_count()} cores (other jobs share them)")
-    print(f"\npeak memory of the largest Dask worker: {ours_half['peak_worker_mb']:.0f} MB on "
-          f"{half} pages, {ours['peak_worker_mb']:.0f} MB on {len(ids)} pages "
-          f"(shards of {SHARD_DOCS} documents; process tree total {ours_half['peak_mb']:.0f} → {ours['peak_mb']:.0f} MB)")
-    print(f"ours, details: {ours['result'].details}")
+    median = {}
+    for name, rs in runs.items():
+        median[name] = {k: float(np.median([r[k] for r in rs])) for k in ("wall", "cpu", "peak_mb")}
+        last = rs[-1]
+        print(f"{name:<16} {median[name]['wall']:7.2f} {median[name]['cpu']:7.2f} {median[name]['peak_mb']:8.0f} "
+              f"{last['removed']:8d} {last['recall']:7.3f} {last['precision']:9.3f}")
+    ours = median["pipeline dedup"]
+    for peer in args.peers:
+        print(f"pipeline dedup vs {peer}: {median[peer]['wall'] / ours['wall']:.2f}x faster wall-clock, "
+              f"{median[peer]['cpu'] / ours['cpu']:.2f}x less CPU")
+    print(f"load average after the runs: {os.getloadavg()} on {os.cpu_count()} cores (the machine was shared)")
+    print("ours, stage output of the last run:", runs["pipeline dedup"][-1]["output"].strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
