@@ -131,7 +131,7 @@ def test_spdx_recall_and_precision_against_truth(spdx, spdx_input, tmp_path, loc
 
 
 def test_dask_engine_same_bytes_and_resume(spdx_input, tmp_path, local_engine, dask_engine):
-    options = dedup.Options(keep="longest")
+    options = dedup.Options(keep="longest", in_process_below=0)  # 0: on the Dask workers, however small
     local = dedup.run([spdx_input], tmp_path / "a" / "unique", options, local_engine)
     dist = dedup.run([spdx_input], tmp_path / "b" / "unique", options, dask_engine)
     assert local.rows_out == dist.rows_out and local.dropped == dist.dropped
@@ -248,3 +248,24 @@ def test_noop_resume_keeps_the_manifest_details(spdx_input, tmp_path, local_engi
     assert after == before
     for key in ("candidate_edges", "verified_pairs", "edges_kept", "duplicate_groups", "near_groups", "text_bytes"):
         assert again.details[key] == first.details[key], key
+
+
+def test_small_input_runs_on_threads_without_starting_a_cluster(spdx_input, tmp_path, local_engine):
+    """Below in_process_below bytes of text an idle local engine starts no Dask cluster: the
+    tasks run on threads here, and the output is byte-identical to the in-process run's."""
+    from pipeline.engine import Engine
+
+    threaded_engine = Engine(workers=2, progress=False)
+    runner = dedup.tasks_runner(threaded_engine, sorted(spdx_input.glob("*.parquet")), dedup.Options())
+    assert isinstance(runner, dedup.ThreadedTasks) and runner.threads == 2
+    assert dedup.text_bytes_of(sorted(spdx_input.glob("*.parquet"))) > 4_000_000  # the licences' text
+    threaded = dedup.run([spdx_input], tmp_path / "a" / "unique", dedup.Options(), threaded_engine)
+    assert threaded_engine.client is None  # no cluster was started
+    serial = dedup.run([spdx_input], tmp_path / "b" / "unique", dedup.Options(), local_engine)
+    assert threaded.dropped == serial.dropped
+    for name in ("unique", "duplicates"):
+        ma = json.loads((tmp_path / "a" / name / "_manifest.json").read_text())
+        mb = json.loads((tmp_path / "b" / name / "_manifest.json").read_text())
+        assert ma["content_sha256"] == mb["content_sha256"], name
+    small = dedup.Options(in_process_below=1000)
+    assert dedup.tasks_runner(threaded_engine, sorted(spdx_input.glob("*.parquet")), small) is threaded_engine
