@@ -188,15 +188,16 @@ def signatures_numpy(sh: Shingles, a: np.ndarray, b: np.ndarray) -> tuple[np.nda
 
 
 def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """uint64 [n, bands]: each band's rows signature values folded into one 64-bit key."""
-    keys = np.empty((sig.shape[0], bands), np.uint64)
+    """uint64 [n, bands]: each band's rows signature values folded into one 64-bit key.
+
+    All bands fold at once (``rows`` steps over an [n, bands] array, not one per value)."""
+    blocks = sig[:, : bands * rows].reshape(sig.shape[0], bands, rows).astype(np.uint64)
     with np.errstate(over="ignore"):
-        for band in range(bands):
-            acc = np.full(sig.shape[0], np.uint64(band + 1) * _MULTIPLIERS[0], np.uint64)
-            for col in range(band * rows, (band + 1) * rows):
-                acc = splitmix64(acc ^ sig[:, col].astype(np.uint64))
-            keys[:, band] = acc
-    return keys
+        acc = np.broadcast_to((np.arange(bands, dtype=np.uint64) + np.uint64(1)) * _MULTIPLIERS[0],
+                              (sig.shape[0], bands)).copy()
+        for row in range(rows):
+            acc = splitmix64(acc ^ blocks[:, :, row])
+    return acc
 
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed trapz
