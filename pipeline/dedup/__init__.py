@@ -189,7 +189,8 @@ def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fres
     grouping = options.near and options.group_threshold > 0
     group_bands, group_rows = minhash.optimal_bands_rows(options.group_threshold, options.num_perm) if grouping else (0, 0)
     per_doc = bands + group_bands + (1 if options.exact else 0)
-    partitions = max(1, math.ceil(rows_in * per_doc / options.partition_rows))
+    # at least two partitions: two workers (or threads) share the bucket pass even when it is small
+    partitions = max(2, math.ceil(rows_in * per_doc / options.partition_rows))
     if options.near:
         _say(f"threshold {options.threshold} → {bands} bands × {rows} rows of {options.num_perm} permutations "
              f"(50% collision at Jaccard {(1 / bands) ** (1 / rows):.2f}); near_group {options.group_threshold} → "
