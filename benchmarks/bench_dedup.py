@@ -346,8 +346,8 @@ def main() -> None:
               f"{last['removed']:8d} {last['recall']:7.3f} {last['precision']:9.3f}")
     ours = median["pipeline dedup"]
     for peer in args.peers:
-        print(f"pipeline dedup vs {peer}: {median[peer]['wall'] / ours['wall']:.2f}x faster wall-clock, "
-              f"{median[peer]['cpu'] / ours['cpu']:.2f}x less CPU")
+        print(f"{peer} / pipeline dedup: wall-clock ratio {median[peer]['wall'] / ours['wall']:.2f}x, "
+              f"CPU ratio {median[peer]['cpu'] / ours['cpu']:.2f}x (above 1: ours is faster / uses less)")
     print(f"load average after the runs: {os.getloadavg()} on {os.cpu_count()} cores (the machine was shared)")
     print("ours, stage output of the last run:", runs["pipeline dedup"][-1]["output"].strip().splitlines()[-1])
 
