@@ -19,7 +19,7 @@ import math
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +41,7 @@ from pipeline.dedup.passes import (
     pass3_shard,
 )
 from pipeline.engine import Engine, _call_labelled
+from pipeline.progress import Progress
 from pipeline.records import KINDS
 from pipeline.stage import Options as StageOptions
 from pipeline.stage import (
@@ -150,16 +151,31 @@ def input_bytes_of(shards: list[Path]) -> int:
 class ThreadedTasks:
     """`Engine.map` on threads of this process, results in the order of items: for inputs too
     small to pay for starting a Dask cluster. The tasks spend their time in Polars, NumPy and
-    rensa, which release the GIL, so the threads use every core; errors name their shard
-    as the engine's do."""
+    rensa, which release the GIL, so the threads use every core; progress is reported and
+    errors name their shard as the engine's are and do."""
 
-    def __init__(self, threads: int):
-        self.threads = max(1, threads)
+    def __init__(self, engine: Engine):
+        self.threads = max(1, engine.workers)
+        self.progress = engine.progress
+        self.progress_seconds = engine.progress_seconds
 
     def map(self, fn, items: list, labels: list[str] | None = None, desc: str = "shards") -> list:
         labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="dedup") as pool:
-            return list(pool.map(_call_labelled, [fn] * len(items), items, labels))
+        mode = None if self.progress is None else ("bar" if self.progress else "off")
+        results: list = [None] * len(items)
+        with (Progress(desc, total=len(items), unit="shard", mode=mode, interval=self.progress_seconds) as bar,
+              ThreadPoolExecutor(self.threads, thread_name_prefix="dedup") as pool):
+            futures = {pool.submit(_call_labelled, fn, item, label): i
+                       for i, (item, label) in enumerate(zip(items, labels, strict=True))}
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update()
+            except BaseException:
+                for future in futures:  # the first failure stops the rest, as on the engine
+                    future.cancel()
+                raise
+        return results
 
 
 def tasks_runner(engine: Engine, shards: list[Path], options: Options) -> Engine | ThreadedTasks:
@@ -167,7 +183,7 @@ def tasks_runner(engine: Engine, shards: list[Path], options: Options) -> Engine
     started) and the input is below `in_process_below` bytes of text."""
     idle_local = engine.scheduler is None and engine.client is None and engine.workers > 0
     if idle_local and options.in_process_below and input_bytes_of(shards) < options.in_process_below:
-        return ThreadedTasks(engine.workers)
+        return ThreadedTasks(engine)
     return engine
 
 

@@ -267,6 +267,11 @@ def test_small_input_runs_on_threads_without_starting_a_cluster(spdx_input, tmp_
         ma = json.loads((tmp_path / "a" / name / "_manifest.json").read_text())
         mb = json.loads((tmp_path / "b" / name / "_manifest.json").read_text())
         assert ma["content_sha256"] == mb["content_sha256"], name
+    from pipeline.engine import ShardError
+
+    with pytest.raises(ShardError, match="shard-b"):  # a failure names its shard, as on the engine
+        runner.map(lambda x: 1 // x, [1, 0, 2], labels=["shard-a", "shard-b", "shard-c"])
+    assert runner.map(lambda x: 10 * x, [3, 1, 2]) == [30, 10, 20]  # in the order of the items
     small = dedup.Options(in_process_below=1000)
     assert dedup.tasks_runner(threaded_engine, sorted(spdx_input.glob("*.parquet")), small) is threaded_engine
 
