@@ -303,7 +303,7 @@ class Engine:
                 for future in done:
                     if future.status == "error":
                         exc = future.exception()
-                        if isinstance(exc, ShardError):
+                        if isinstance(exc, PipelineError):  # a ShardError, or bad input said by the task
                             raise exc
                         if type(exc).__name__ == "KilledWorker":
                             raise ShardError(labels[index[future.key]], self.killed_advice(

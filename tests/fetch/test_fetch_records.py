@@ -265,3 +265,11 @@ def test_csv_lines_count_blank_lines_and_quoted_line_breaks(tmp_path, local_engi
         (12, "instruction: empty response"),
     ]
     assert (result.rows_in, result.rows_out) == (6, 3)
+
+
+def test_strict_error_crosses_dask_workers_as_bad_input(tmp_path, dask_engine):
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(b"text,label\nfine,a\ntoo,many,fields\n")
+    with pytest.raises(FilesError, match=r"ragged.csv:3: ragged row: 3 fields, the header has 2") as info:
+        fetch(tmp_path / "docs", dask_engine, FilesSource(glob=[str(path)], strict=True))
+    assert info.value.exit_code == 3
