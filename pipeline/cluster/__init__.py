@@ -59,8 +59,16 @@ class Options(StageOptions):
     """Rows (about) in the deterministic sample used for --k auto, the initial centres and top terms."""
     batch_size: int = Field(1024, ge=16)
     """Rows per MiniBatch K-means partial_fit step."""
-    passes: int = Field(3, ge=1, le=100)
-    """Passes of partial_fit over all shards."""
+    passes: int = Field(0, ge=0, le=100)
+    """Passes of MiniBatch partial_fit over all shards before the refinement (0, the default:
+    none; mini-batch updates follow the order of the shards, and a corpus stored class by class
+    pulled the centres to the last shards' topics: NMI 0.40 against 0.52, docs/stages/cluster.md)."""
+    refine_passes: int = Field(30, ge=0, le=300)
+    """Full-batch Lloyd passes over all shards (each one map returning per-cluster sums, so the
+    result does not depend on the order of the shards); stops early when the centres move less
+    than --refine-tol. 0 with --passes 0: the k-means++ centres of the sample as they are."""
+    refine_tol: float = Field(1e-4, gt=0)
+    """Relative movement of the centres under which the refinement stops."""
     top_terms: int = Field(10, ge=1, le=100)
     """Top terms listed per cluster in summary.json and labels.toml."""
     examples: int = Field(5, ge=0, le=100)
@@ -163,7 +171,8 @@ def build_summary(records, options: Options, model_meta: dict,
     for c in range(k):
         nearest = sorted(examples[c], key=lambda e: (e["distance"], e["id"]))[:options.examples]
         clusters.append({
-            "cluster": c, "name": names[c], "size": int(sizes[c]), "top_terms": top.get(c, []),
+            "cluster": c, "name": names[c], "size": int(sizes[c]),
+            "share": round(float(sizes[c]) / max(int(sizes.sum()), 1), 6), "top_terms": top.get(c, []),
             "examples": [{k_: e[k_] for k_ in ("id", "title", "text", "distance")} for e in nearest],
         })
     rows = int(sizes.sum())
@@ -263,7 +272,7 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
         models: Path, engine: Engine) -> dict:
     """Sample, choose K, fit MiniBatch K-means shard by shard; save centres and meta."""
     tasks = [kmeans.SampleTask(s, spec, fraction, options.seed) for s in shards]
-    sample = kmeans.stack(engine.map(kmeans.sample_shard, tasks, labels=[str(s) for s in shards],
+    sample = kmeans.stack_sample(engine.map(kmeans.sample_shard, tasks, labels=[str(s) for s in shards],
                                      desc="cluster-sample"))
     if options.k == "auto":
         k, scores = engine.run_on_driver(
@@ -274,7 +283,9 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
     if sample.shape[0] < k:
         raise JobError(f"--k {k}: only {sample.shape[0]} rows sampled; lower --k or raise --sample-size")
     centres = kmeans.initial_centres(sample, k, options.seed)
-    if engine.local or sp.issparse(sample):
+    if options.passes == 0:
+        fitted_by, model = "k-means++ on the sample", None
+    elif engine.local or sp.issparse(sample):
         fitted_by = "partial_fit shard by shard on the driver"
         model = engine.run_on_driver(lambda: kmeans.fit_minibatch(
             shards, spec, centres, options.batch_size, options.passes, options.seed))
@@ -284,10 +295,16 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
         rows = [pq.ParquetFile(s).metadata.num_rows for s in shards]
         model = kmeans.fit_incremental(shards, rows, sample.shape[1], spec, centres, options.batch_size,
                                        options.passes, options.seed, engine)
+    centres = model.cluster_centers_ if model is not None else centres
+    inertia: list[float] = []
+    if options.refine_passes:
+        centres, inertia = kmeans.refine_lloyd(shards, spec, centres, options.refine_passes,
+                                               options.refine_tol, engine)
+        fitted_by += f", then {len(inertia)} Lloyd passes over the shards"
     models.mkdir(parents=True, exist_ok=True)
-    np.save(models / CENTRES, model.cluster_centers_.astype(np.float64))
+    np.save(models / CENTRES, np.asarray(centres, dtype=np.float64))
     meta = {"k": k, "k_chosen_by": chosen_by, "silhouette_by_k": {str(a): b for a, b in scores.items()},
             "silhouette": scores.get(k), "vectors": spec.columns, "normalize": spec.normalize,
-            "sample_rows": int(sample.shape[0]), "seed": options.seed, "fitted_by": fitted_by}
+            "sample_rows": int(sample.shape[0]), "seed": options.seed, "fitted_by": fitted_by, "refine_inertia": inertia}
     write_json_atomic(models / MODEL_META, meta)
     return meta

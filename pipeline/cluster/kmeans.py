@@ -42,10 +42,14 @@ WINDOW = 8
 """Shards per dask-ml ``Incremental.partial_fit`` call (their vectors in cluster memory at once)."""
 
 
+def sample_key(seed: int) -> pl.Expr:
+    """xxHash64 of `id` and the seed: decides which rows are sampled, and their order."""
+    return xxhash64(pl.concat_str(pl.col("id").cast(pl.String).fill_null(""), pl.lit(f":{seed}")))
+
+
 def sample_expr(seed: int, fraction: float) -> pl.Expr:
     """True for the rows in the deterministic sample (by xxHash64 of `id` and the seed)."""
-    key = pl.concat_str(pl.col("id").cast(pl.String).fill_null(""), pl.lit(f":{seed}"))
-    return (xxhash64(key) % SAMPLE_BUCKETS) < int(fraction * SAMPLE_BUCKETS)
+    return (sample_key(seed) % SAMPLE_BUCKETS) < int(fraction * SAMPLE_BUCKETS)
 
 
 @dataclass
@@ -73,9 +77,17 @@ class SampleTask:
 
 
 def sample_shard(task: SampleTask):
-    """Worker: the sampled rows' vectors of one shard."""
+    """Worker: the sampled rows' sample keys (uint64) and vectors, of one shard."""
     frame = task.spec.read(task.shard, ["id"]).filter(sample_expr(task.seed, task.fraction))
-    return task.spec.matrix(frame)
+    return frame.select(sample_key(task.seed))[:, 0].to_numpy(), task.spec.matrix(frame)
+
+
+def stack_sample(parts: list):
+    """The sampled vectors of every shard in the order of their sample keys, not of the shards:
+    the k-means++ seeding (and so the clusters) then does not depend on how rows were sharded."""
+    keys = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint64)
+    x = stack([p[1] for p in parts])
+    return x[np.argsort(keys, kind="stable")]
 
 
 def stack(parts: list) -> np.ndarray | sp.csr_matrix:
@@ -154,6 +166,55 @@ def fit_incremental(shards: list[Path], rows: list[int], dims: int, spec: Vector
             with engine.watching("cluster-fit"):
                 model.partial_fit(da.concatenate(blocks, axis=0))
     return model.estimator_
+
+
+@dataclass
+class LloydTask:
+    shard: Path
+    spec: VectorSpec
+    centres: np.ndarray  # k x d, float64: small, shipped with every task of a pass
+
+
+def lloyd_shard(task: LloydTask) -> tuple[np.ndarray, np.ndarray, float]:
+    """Worker: one shard's per-cluster vector sums (k x d), row counts (k) and squared distances."""
+    x = task.spec.matrix(task.spec.read(task.shard))
+    k, d = task.centres.shape
+    if x.shape[0] == 0:
+        return np.zeros((k, d)), np.zeros(k, np.int64), 0.0
+    nearest, dist = assign(x, task.centres)
+    onehot = sp.csr_matrix((np.ones(len(nearest)), (nearest, np.arange(len(nearest)))), shape=(k, len(nearest)))
+    sums = onehot @ x
+    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums, dtype=np.float64)
+    return sums, np.bincount(nearest, minlength=k), float(np.square(dist, dtype=np.float64).sum())
+
+
+def refine_lloyd(shards: list[Path], spec: VectorSpec, centres: np.ndarray, max_passes: int,
+                 tol: float, engine: Engine) -> tuple[np.ndarray, list[float]]:
+    """Full-batch Lloyd passes over every shard from the given centres (out-of-core: each pass is
+    one map returning per-cluster sums and counts, the driver holds k x d numbers).
+
+    Unlike mini-batch updates, a pass does not depend on the order of the shards, so a dataset
+    stored topic by topic (one file per class, a common layout) clusters as well as a shuffled
+    one. Stops after `max_passes` or when the centres move less than `tol` (relative Frobenius
+    norm); a cluster that empties keeps its centre. Returns the centres and the inertia (sum of
+    squared distances to the nearest centre) seen by each pass.
+    """
+    centres = np.asarray(centres, dtype=np.float64)
+    inertia: list[float] = []
+    for p in range(max_passes):
+        parts = engine.map(lloyd_shard, [LloydTask(s, spec, centres) for s in shards],
+                           labels=[str(s) for s in shards], desc=f"cluster-refine {p + 1}")
+        sums = np.sum([part[0] for part in parts], axis=0)
+        counts = np.sum([part[1] for part in parts], axis=0)
+        inertia.append(round(float(sum(part[2] for part in parts)), 6))
+        moved = centres.copy()
+        filled = counts > 0
+        moved[filled] = sums[filled] / counts[filled, None]
+        shift = np.linalg.norm(moved - centres) / max(np.linalg.norm(centres), 1e-12)
+        centres = moved
+        if shift < tol:
+            break
+    return centres, inertia
 
 
 def assign(x, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -123,7 +123,7 @@ def labels_toml(summary: dict, clusters_path: str) -> str:
         "# Edit `name` (it becomes the `label` of the cluster's rows), then run:",
         f"#   pipeline label --input {clusters_path} --output LABELLED --map THIS_FILE",
         "# Merge clusters by giving them the same name (or `merge_into = ID`); `drop = true`",
-        "# moves a cluster's rows to rejected/ (reason cluster_dropped). `size`, `top_terms` and",
+        "# moves a cluster's rows to rejected/ (reason cluster_dropped). `size`, `share`, `top_terms` and",
         "# `examples` are there to read and are ignored. A cluster left out keeps no label.",
         "",
     ]
@@ -134,6 +134,7 @@ def labels_toml(summary: dict, clusters_path: str) -> str:
             f"name = {_toml_string(c['name'])}",
             "drop = false",
             f"size = {c['size']}",
+            f"share = {c.get('share', 0.0)}",
             "top_terms = [" + ", ".join(_toml_string(t) for t in c["top_terms"]) + "]",
             "examples = [",
             *[f"  {_toml_string(_example(e))}," for e in c["examples"]],

@@ -3,7 +3,7 @@
 Format: one ``[[cluster]]`` table per cluster with ``id`` (int), ``name`` (the label; clusters
 with the same name are merged), optional ``merge_into`` (another cluster's id: take its name),
 optional ``drop`` (true: the cluster's rows go to rejected/ with reason ``cluster_dropped``).
-Other keys (``size``, ``top_terms``, ``examples``) are ignored.
+Other keys (``size``, ``share``, ``top_terms``, ``examples``) are ignored.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 import pipeline.cluster as cluster
 import pipeline.features as features
-from pipeline.dataset import MANIFEST
+from pipeline.dataset import MANIFEST, write_shard
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def shard_hashes(root: Path) -> list[str]:
 
 
 def test_same_seed_same_clusters_local_and_dask(rotten_features, tmp_path, local_engine, dask_engine):
-    options = cluster.Options(k="4", seed=7, passes=2)
+    options = cluster.Options(k="4", seed=7, passes=2, refine_passes=0)
     first = cluster.run([rotten_features], tmp_path / "a", options, local_engine)
     second = cluster.run([rotten_features], tmp_path / "b", options, dask_engine)
     assert first.rows_out == second.rows_out == 3000
@@ -62,6 +62,35 @@ def test_same_seed_same_clusters_local_and_dask(rotten_features, tmp_path, local
     assert set(a["cluster"].unique()) == {0, 1, 2, 3}
     # every input column is carried through
     assert {"id", "text", "true_label", "words", "tfidf_svd"} <= set(a.columns)
+
+
+def test_lloyd_refinement_is_order_independent_and_engine_independent(rotten_features, tmp_path,
+                                                                      local_engine, dask_engine):
+    """The default fit (k-means++ on the sample, then full-batch Lloyd passes over the shards) gives
+    the same clusters whether the rows arrive class by class or mixed, on either engine."""
+    rows = pl.read_parquet(rotten_features / "*.parquet")
+    sorted_input = tmp_path / "sorted"
+    ordered = rows.sort("true_label", "id")
+    for i in range(0, ordered.height, 700):
+        write_shard(ordered.slice(i, 700), sorted_input, f"part-{i // 700:05d}.parquet")
+    options = cluster.Options(k="3", seed=3, sample_size=500)  # refinement has work to do
+    runs = [cluster.run([rotten_features], tmp_path / "mixed", options, local_engine),
+            cluster.run([sorted_input], tmp_path / "bylabel", options, local_engine),
+            cluster.run([rotten_features], tmp_path / "dask", options, dask_engine)]
+    assert [r.rows_out for r in runs] == [3000] * 3
+    meta = json.loads((tmp_path / "mixed" / "_models" / "cluster.json").read_text())
+    assert meta["fitted_by"].startswith("k-means++ on the sample, then ")
+    inertia = meta["refine_inertia"]
+    assert 1 < len(inertia) <= 30 and all(b <= a + 1e-6 for a, b in zip(inertia, inertia[1:], strict=False))
+    centres = [np.load(tmp_path / d / "_models" / "centres.npy") for d in ("mixed", "bylabel", "dask")]
+    assert np.allclose(centres[0], centres[1], atol=1e-6) and np.allclose(centres[0], centres[2], atol=1e-9)
+    got = {d: dict(pl.read_parquet(tmp_path / d / "*.parquet").select("id", "cluster").iter_rows())
+           for d in ("mixed", "bylabel")}
+    same = sum(got["mixed"][i] == got["bylabel"][i] for i in got["mixed"])
+    assert same >= 0.999 * len(got["mixed"])
+    summary = json.loads((tmp_path / "mixed" / "summary.json").read_text())
+    assert abs(sum(c["share"] for c in summary["clusters"]) - 1.0) < 1e-5
+    assert [c["share"] for c in summary["clusters"]] == [round(c["size"] / 3000, 6) for c in summary["clusters"]]
 
 
 def test_summary_and_label_template(rotten_features, tmp_path, local_engine):
