@@ -17,7 +17,7 @@ order) and `sorted` (rows grouped by true label, as when a corpus arrives one fi
 
 Every measurement is a fresh child process; its wall time (interpreter start, imports, reading
 the shards, writing the outputs) and CPU seconds (user + system) are taken by the parent, and the
-methods alternate corpus by corpus. Peak memory: the child's ru_maxrss; "working" memory is the
+methods alternate corpus by corpus. Peak memory: the child's VmHWM; "working" memory is the
 peak over the RSS after the imports. --scales repeats the corpus (new ids) for ours to show its
 memory stays flat; the textbook runs at the first scale unless --textbook-scales says otherwise.
 Exit status 1 if, on a topical corpus (debian, man) in any layout, our mean NMI over the seeds is
@@ -91,6 +91,11 @@ def write_shards(name: str, scale: int, layout: str, root: Path) -> tuple[Path, 
 
 
 def peak_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over exec from the parent,
+    which has held the whole corpus while writing the shards."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

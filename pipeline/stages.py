@@ -72,7 +72,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("chunk", "pipeline.chunk:Chunk", "chunks", "cut long documents into pieces of at most N tokens at headings, paragraphs, sentences"),
         StageSpec("dedup", "pipeline.dedup:Dedup", "unique", "exact and MinHash-LSH near-duplicate removal (audit → duplicates/)"),
         StageSpec("features", "pipeline.features:Features", "features", "hashing TF-IDF, Word2Vec document vectors, scaled numeric columns"),
-        StageSpec("cluster", "pipeline.cluster:Cluster", "clusters", "MiniBatch K-means, cluster summaries and an editable labels.toml"),
+        StageSpec("cluster", "pipeline.cluster:Cluster", "clusters", "K-means over the shards (k-means++ on a sample, Lloyd passes), cluster summaries and an editable labels.toml"),
         StageSpec("label", "pipeline.label:Label", "labelled", "apply labels.toml, propagate seed labels, or label with a calibrated model (and queue rows for a person)"),
         StageSpec("template", "pipeline.template:Template", "records", "documents or labelled rows → instruction or chat records through templates"),
         StageSpec("split", "pipeline.split:Split", "splits", "stratified / group / time / random splits into train, val and test shard sets"),

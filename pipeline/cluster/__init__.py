@@ -1,12 +1,13 @@
-"""Group documents by topic: MiniBatch K-means over their feature vectors, fitted shard by shard.
+"""Group documents by topic: K-means over their feature vectors, fitted out-of-core over the shards.
 
 Reads the output of `pipeline features` and writes every row with `cluster` (Int32) and
 `cluster_distance` (Float32, Euclidean distance to its centre on L2-normalised vectors), plus,
 beside the shards, summary.json (K and how it was chosen, per cluster: size, top terms, the
 documents nearest the centre) and labels.toml, a label map to edit and give to `pipeline label
 --map` (cluster names default to their top three terms). --k auto picks K by the silhouette on a
-sample. Centres are saved in OUTPUT/_models/. The same input, options and --seed give the same
-clusters, in process or on Dask (where the fit runs through dask-ml's Incremental).
+sample; k-means++ on the sample gives the first centres and full-batch Lloyd passes over the
+shards refine them. Centres are saved in OUTPUT/_models/. The same input, options and --seed give
+the same clusters, in process or on Dask, whatever the order of the rows.
 
 Example: pipeline cluster --input out/features --output out/clusters --k 8 --seed 1
 """
@@ -202,7 +203,7 @@ class Cluster(Stage):
             raise InputError(f"cluster: input dataset {dataset}: {error}") from None
 
     def fit(self, run: StageRun) -> Plan:
-        """Sample, choose K and fit the centres (MiniBatch K-means shard by shard)."""
+        """Sample, choose K and fit the centres (k-means++ on the sample, then passes over the shards)."""
         spec = kmeans.VectorSpec(self.columns, self.options.normalize, _n_features(run.inputs))
         fraction = min(1.0, self.options.sample_size / max(run.rows_in, 1))
         from threadpoolctl import threadpool_limits
@@ -270,7 +271,7 @@ def write_label_map(output: Path, text: str) -> Path | None:
 
 def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction: float,
         models: Path, engine: Engine) -> dict:
-    """Sample, choose K, fit MiniBatch K-means shard by shard; save centres and meta."""
+    """Sample, choose K, k-means++ on the sample, optional mini-batch passes, Lloyd passes; save centres and meta."""
     tasks = [kmeans.SampleTask(s, spec, fraction, options.seed) for s in shards]
     sample = kmeans.stack_sample(engine.map(kmeans.sample_shard, tasks, labels=[str(s) for s in shards],
                                      desc="cluster-sample"))

@@ -1,14 +1,17 @@
-"""MiniBatch K-means fitted shard by shard, K chosen by silhouette, and the per-shard passes.
+"""K-means over the shards: K chosen by silhouette, k-means++ on a sample, Lloyd (or MiniBatch) passes.
 
 The fit never holds more than one shard plus a bounded sample:
 
 1. sample: every shard keeps the rows whose xxHash64(id:seed) falls below a threshold (about
-   ``sample_size`` rows overall, the same rows in every run), on the workers;
+   ``sample_size`` rows overall, the same rows in every run), on the workers; the driver puts
+   them in hash order, so the sample does not depend on how rows were sharded;
 2. K (``--k auto``): scikit-learn ``KMeans`` for each candidate K on the sample, scored by the
    silhouette (cosine geometry: vectors are L2-normalised), highest wins, ties to the smaller K;
 3. init: k-means++ ``KMeans`` on the sample gives the starting centres;
-4. ``MiniBatchKMeans.partial_fit`` over every shard in order, in batches of ``batch_size`` rows
-   shuffled with a seeded generator, for ``passes`` passes; the driver reads one shard at a time.
+4. optional (``passes`` > 0, off by default): ``MiniBatchKMeans.partial_fit`` over every shard
+   in order, in batches of ``batch_size`` rows shuffled with a seeded generator;
+5. ``refine_lloyd``: full-batch Lloyd passes, each one map over the shards returning per-cluster
+   sums and counts (independent of the shards' order, unlike step 4).
 
 On the Dask engine step 4 runs through dask-ml's ``Incremental`` wrapper (``fit_incremental``):
 each shard is a Dask array block loaded (and row-shuffled) on a worker, split into
