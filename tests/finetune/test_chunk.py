@@ -114,3 +114,17 @@ def test_instruction_rows_and_null_texts_pass_through_as_one_chunk(long_document
 def test_overlap_must_fit_in_half_the_budget():
     with pytest.raises(ValueError, match="at most half"):
         Options(max_tokens=100, overlap_tokens=60)
+
+
+def test_the_chunk_stage_runs_through_the_driver_and_resumes(tmp_path, long_documents, local_engine):
+    from pipeline.chunk import run
+
+    (tmp_path / "clean").mkdir()
+    long_documents.write_parquet(tmp_path / "clean" / "part-00000.parquet")
+    result = run([tmp_path / "clean"], tmp_path / "chunks", Options(max_tokens=256), local_engine)
+    chunks = pl.read_parquet(tmp_path / "chunks" / "part-00000.parquet")
+    assert result.rows_in == long_documents.height and result.rows_out == chunks.height
+    assert result.details["documents_cut"] == long_documents.height
+    _check(chunks, long_documents, 256)
+    again = run([tmp_path / "clean"], tmp_path / "chunks", Options(max_tokens=256), local_engine)
+    assert again.skipped_tasks == 1 and again.rows_out == chunks.height

@@ -69,3 +69,15 @@ def test_the_command_line_names_a_missing_placeholder_column_and_exits_3(tmp_pat
     assert done.returncode == 3, done.stderr
     assert "placeholder {category}" in done.stderr and "no column `category`" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_template_stage_sends_unfillable_rows_to_rejected(tmp_path, labelled, local_engine):
+    from pipeline.template import run
+
+    (tmp_path / "labelled").mkdir()
+    labelled.write_parquet(tmp_path / "labelled" / "part-00000.parquet")
+    result = run([tmp_path / "labelled"], tmp_path / "records", Options(prompt="Classify: {text}"), local_engine)
+    assert (result.rows_in, result.rows_out) == (4, 2)
+    assert result.dropped == {"template_null:text": 1, "template_empty:response": 1}
+    rejected = pl.read_parquet(tmp_path / "rejected" / "records" / "part-00000.parquet")
+    assert sorted(rejected["id"]) == ["c", "d"]
