@@ -315,7 +315,10 @@ def export_task(task: ExportTask) -> TaskRecord:
         outputs["rejected"] = [task.output.write("rejected", rejected, Path(task.relpath).with_suffix(".parquet").as_posix())]
         for reason, n in rejected.group_by(REASON).len().iter_rows():
             counts[f"dropped:{reason}"] = counts.get(f"dropped:{reason}", 0) + n
-    counts["rows_out"] = sum(v for k, v in counts.items() if k.startswith("rows:"))
+    # rows_out counts records, so that rows in = rows out + dropped holds with packing too (the
+    # sequences they were packed into are counted apart: pack_sequences:<split>, rows:<split>)
+    written = "pack_records:" if options.pack else "rows:"
+    counts["rows_out"] = sum(v for k, v in counts.items() if k.startswith(written))
     record = TaskRecord(task=task.key, fingerprint="", outputs=outputs, counts=counts, extra={"jsonl": jsonl})
     return task.output.commit(record)
 

@@ -108,6 +108,7 @@ def test_packed_export_loads_and_states_the_padding_saved(tmp_path, split_record
     assert train.column_names == ["input_ids", "seq_lengths", "record_ids", "n_tokens"]
     assert max(len(ids) for ids in train["input_ids"]) <= 1024
     assert sorted(i for ids in train["record_ids"] for i in ids) == sorted(split_records.filter(pl.col("split") == "train")["id"])
+    assert result.rows_in == result.rows_out + sum(result.dropped.values()) == 200  # records, not sequences
     packing = result.details["packing"]["splits"]["train"]
     assert packing["sequences"] == train.num_rows
     assert packing["tokens"] == sum(train["n_tokens"])
