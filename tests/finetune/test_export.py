@@ -126,3 +126,15 @@ def test_the_same_job_writes_the_same_bytes(tmp_path, split_records, local_engin
         files = sorted(p for p in (tmp_path / name).rglob("*") if p.suffix in (".parquet", ".jsonl", ".md"))
         digests.append([(p.relative_to(tmp_path / name).as_posix(), p.read_bytes()) for p in files])
     assert digests[0] == digests[1]
+
+
+def test_approximate_counts_are_marked_as_such_in_the_card(tmp_path, split_records, local_engine):
+    result = count([tmp_path / "splits"], tmp_path / "tokens", TokenOptions(), local_engine)
+    assert result.details["approximate"] is True
+    export([tmp_path / "tokens"], tmp_path / "export", ExportOptions(), local_engine)
+    _, text = card_header(tmp_path / "export")
+    expected = split_records.filter(pl.col("split") == "train").select(
+        ((pl.format("{}\n\n{}", "prompt", "response").str.len_bytes() + 3) // 4).sum()).item()
+    assert "| split | rows | tokens (approximate) | bytes on disk |" in text
+    assert f"| train | 160 | {expected:,} |" in text
+    assert "Counted without a tokenizer: ceil(utf8_bytes / 4) per record (an approximation)." in text
