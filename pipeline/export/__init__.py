@@ -49,6 +49,7 @@ from pipeline.dataset import (
     write_bytes_atomic,
 )
 from pipeline.engine import Engine
+from pipeline.errors import require_columns
 from pipeline.export.card import SPLIT_ORDER, card_header, card_markdown, read_metrics
 from pipeline.export.packing import pack_sequences
 from pipeline.stage import REASON, Stage, StageResult, StageRun
@@ -377,6 +378,10 @@ class Export(Stage):
     Options = Options
     secondary = ("rejected",)
     kinds = ("text", "instruction", "chat")
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        require_columns(self.name, dataset, schema, [c for c in self.options.columns if c not in ("system",)],
+                        hint="name only columns the input has in export.columns (--columns)")
 
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
         """Export every input shard (see the module docstring), then write the dataset card."""

@@ -138,3 +138,10 @@ def test_approximate_counts_are_marked_as_such_in_the_card(tmp_path, split_recor
     assert "| split | rows | tokens (approximate) | bytes on disk |" in text
     assert f"| train | 160 | {expected:,} |" in text
     assert "Counted without a tokenizer: ceil(utf8_bytes / 4) per record (an approximation)." in text
+
+
+def test_a_column_the_input_lacks_is_an_input_error(tmp_path, split_records, local_engine):
+    from pipeline.errors import InputError
+
+    with pytest.raises(InputError, match="no column `n_tokens`"):
+        export([tmp_path / "splits"], tmp_path / "export", ExportOptions(columns=["id", "n_tokens"]), local_engine)
