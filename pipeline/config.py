@@ -7,11 +7,13 @@ value found and what is allowed. Stage options models live beside their stage
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
+from pipeline.custom import CustomStep, Step, custom_step
 from pipeline.dataset import read_toml
 from pipeline.errors import JobError
 from pipeline.secrets import redact
@@ -32,6 +34,10 @@ class JobSection(Options):
     current directory; `pipeline run --out DIR` overrides it)."""
     stages: list[StageName] | None = None
     """Stages to run, in pipeline order. Default: every stage that has a section in the file."""
+    steps: list[str] | None = None
+    """The order of the steps, when it is not the pipeline's: built-in stages and `[[custom]]`
+    step names, e.g. ["clean", "no_code_blocks", "clean_strict", "dedup"]. Default: the built-in
+    stages in pipeline order, each custom step after its `after` (see docs/python-api.md)."""
     seed: int = 42
     """Seed for every random step whose stage section does not set its own."""
     input: str | None = None
@@ -88,6 +94,7 @@ def _job_model() -> type[BaseModel]:
         "job": (JobSection, JobSection()),
         "engine": (EngineOptions, EngineOptions()),
         "demo_site": (DemoSiteOptions | None, None),
+        "custom": (list[CustomStep], []),
     }
     for name in ORDER:
         fields[name] = (STAGES[name].load().Options | None, None)
@@ -119,16 +126,26 @@ def validate_options(model: type[BaseModel], values: dict[str, Any], source: str
 
 
 class Job:
-    """A validated job file: `.config` is the model, `.stages` the stage names to run in order."""
+    """A validated job file: `.config` is the model, `.steps` what runs in order, `.stages` their names."""
 
     def __init__(self, path: str | Path, config: BaseModel):
         self.path = Path(path)
         self.config = config
+        self.steps = self._steps()
 
     @classmethod
     def load(cls, path: str | Path) -> Job:
         path = Path(path)
         raw = read_toml(path, str(path), "job file")
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], path: str | Path = "<job>") -> Job:
+        """A job from the dict a job file holds (the Python API's `pipeline.run({...})`)."""
+        path = Path(path)
+        if path.parent.is_dir() and str(path.parent.resolve()) not in sys.path:
+            # a job's own modules ([[custom]] use = "filters:...") sit beside it
+            sys.path.append(str(path.parent.resolve()))
         config = validate_options(_job_model(), raw, str(path))
         job = cls(path, config)
         first = job.stages[0] if job.stages else None
@@ -143,11 +160,53 @@ class Job:
 
     @property
     def stages(self) -> list[str]:
+        """The names of the steps, in the order they run."""
+        return [step.name for step in self.steps]
+
+    def _builtin(self) -> list[str]:
         chosen = self.config.job.stages
         if chosen is None:
             return [s for s in ORDER if getattr(self.config, s) is not None]
         # a stage named in job.stages without a section of its own runs with its defaults
         return [s for s in ORDER if s in chosen]
+
+    def _steps(self) -> list[Step]:
+        """Built-in stages in pipeline order, custom steps placed by `after` or `job.steps`."""
+        source = str(self.path)
+        builtin = {name: Step(name, STAGES[name].folder, self.options(name), STAGES[name].load())
+                   for name in (ORDER if self.config.job.steps else self._builtin())}
+        custom = [custom_step(c, source) for c in self.config.custom]
+        named = {**builtin}
+        for step in custom:
+            if step.name in named:
+                raise ConfigError(f"{source}: [[custom]] name {step.name!r} is taken; give the step another `name`")
+            named[step.name] = step
+        if self.config.job.steps:
+            unknown = [s for s in self.config.job.steps if s not in named]
+            if unknown:
+                raise ConfigError(f"{source}: key `job.steps`: unknown step(s) {unknown}; allowed: built-in stages "
+                                  f"({', '.join(ORDER)}) and [[custom]] names ({', '.join(s.name for s in custom) or 'none'})")
+            steps = [named[s] for s in self.config.job.steps]
+        else:
+            steps = list(builtin.values())
+            for step, table in zip(custom, self.config.custom, strict=True):
+                if table.after is not None:
+                    names = [s.name for s in steps]
+                    if table.after not in names:
+                        raise ConfigError(f"{source}: [[custom]] {step.name}: key `after`: {table.after!r} is not a "
+                                          f"step of the job ({', '.join(names)})")
+                    steps.insert(names.index(table.after) + 1, step)
+                else:  # before the steps that read everything (report) or pack it (export)
+                    tail = [i for i, s in enumerate(steps) if s.name in ("report", "export")]
+                    steps.insert(tail[0] if tail else len(steps), step)
+        folders = [s.folder for s in steps]
+        taken = sorted({f for f in folders if folders.count(f) > 1})
+        if taken:
+            raise ConfigError(f"{source}: two steps write to the same folder {taken}; give one a `folder`")
+        return steps
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
 
     def options(self, stage: str) -> Options:
         value = getattr(self.config, stage)

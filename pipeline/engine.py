@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -38,6 +39,48 @@ def _call_labelled(fn: Callable[[Any], Any], item: Any, label: str) -> Any:
 
 MIN_MEMORY = 128 * 2**20  # below this a worker cannot even import Polars
 MAX_WORKERS_PER_CORE = 4  # more is a typo or a misunderstanding, not a faster job
+
+
+def user_paths() -> list[str]:
+    """The folders on this process's sys.path that are not the interpreter's own (the working
+    directory, a script's folder, a job file's folder): where a user's modules are found."""
+    import sysconfig
+
+    own = {sysconfig.get_path(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths = []
+    for entry in sys.path:
+        path = os.path.abspath(entry or os.getcwd())
+        if os.path.isdir(path) and path not in own and not path.startswith(sys.base_prefix + os.sep + "lib"):
+            paths.append(path)
+    return paths
+
+
+@contextmanager
+def spawned_without_main():
+    """Worker processes started inside never re-run the user's `__main__` script.
+
+    Dask starts each local worker with multiprocessing's spawn, which imports the parent's
+    main script (or `python -m` module) in the child before the worker runs: a script that
+    calls the pipeline without an `if __name__ == "__main__":` guard would run again in every
+    worker, start clusters of its own and fail ("Nanny failed to start"). Our tasks never need
+    the user's main module (a function defined there is pickled by value), so while the engine
+    runs, the preparation data multiprocessing gives a spawned child leaves the main module out.
+    """
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+
+    def without_main(name):
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    spawn.get_preparation_data = without_main
+    try:
+        yield
+    finally:
+        spawn.get_preparation_data = original
 
 
 def parse_memory(value: str | int | None) -> int | str:
@@ -109,6 +152,7 @@ class Engine:
         self.recycled = 0  # local workers restarted before a pass (see recycle)
         self.client = None
         self.cluster = None
+        self._main_hidden = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Engine:
@@ -134,6 +178,8 @@ class Engine:
             self.client = Client(self.scheduler, timeout="30s")
         else:
             keep_restarting_nannies()
+            self._main_hidden = spawned_without_main()  # for every (re)start of a worker, until close
+            self._main_hidden.__enter__()
             self.cluster = LocalCluster(
                 env=self.worker_env(),
                 n_workers=self.workers,
@@ -178,7 +224,12 @@ class Engine:
         """
         share = str(max(1, (os.cpu_count() or 1) // max(1, self.workers)) * self.threads_per_worker)
         names = ("POLARS_MAX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-        return {name: os.environ.get(name, share) for name in names}
+        env = {name: os.environ.get(name, share) for name in names}
+        # a user's filters and stages (a job's [[custom]] modules, a script's folder) are on this
+        # process's sys.path; the workers import them by name, so they get the same folders
+        paths = [*os.environ.get("PYTHONPATH", "").split(os.pathsep), *user_paths()]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in dict.fromkeys(paths) if p)
+        return env
 
     def close(self) -> None:
         if self.client is not None:
@@ -187,6 +238,9 @@ class Engine:
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
+        if self._main_hidden is not None:
+            self._main_hidden.__exit__(None, None, None)
+            self._main_hidden = None
 
     def describe(self) -> str:
         if self.local:

@@ -18,7 +18,7 @@ import click
 from pipeline.config import EngineOptions, Job, validate_options
 from pipeline.dataset import MANIFEST, write_json_atomic
 from pipeline.engine import Engine
-from pipeline.errors import EmptyResultError, InputError
+from pipeline.errors import EmptyResultError, InputError, JobError
 from pipeline.lock import output_lock, private_outputs
 from pipeline.stage import Options, Stage, StageResult
 from pipeline.stages import STAGES
@@ -66,7 +66,7 @@ def _substitute(value: Any, mapping: dict[str, str]) -> Any:
 
 
 def run_job(
-    job_file: str | Path,
+    job_file: str | Path | dict[str, Any],
     out: str | Path | None = None,
     only: list[str] | None = None,
     fresh: bool = False,
@@ -79,7 +79,7 @@ def run_job(
     The job holds OUT/.lock while it runs (a second run there is refused), writes with the
     job's permission policy (``private``: umask 077) and stops at a stage that produces 0 rows
     unless ``[job] allow_empty`` (see docs/trust.md)."""
-    job = Job.load(job_file)
+    job = Job.from_dict(job_file) if isinstance(job_file, dict) else Job.load(job_file)
     config = job.config
     out_dir = Path(out or config.job.output)
     with private_outputs(config.job.private or private), output_lock(out_dir):
@@ -95,6 +95,9 @@ def _run_job(job: Job, out_dir: Path, only: list[str] | None, fresh: bool,
             engine_settings[key] = value
     # the command line's --workers/--memory-limit get the job file's checks
     validate_options(EngineOptions, engine_settings, f"{job.path} with the command line's engine flags")
+    unknown = [s for s in only or [] if s not in job.stages]
+    if unknown:
+        raise JobError(f"--stages: unknown step(s) {unknown}; this job's steps: {', '.join(job.stages)}")
     stages = [s for s in job.stages if only is None or s in only]
 
     with contextlib.ExitStack() as stack:
@@ -114,26 +117,27 @@ def _run_job(job: Job, out_dir: Path, only: list[str] | None, fresh: bool,
         # a partial run (--stages) picks up the folders an earlier run left: the first stage run
         # reads the output of the nearest stage before it in the job, never of one after it
         first = min((job.stages.index(name) for name in stages if name in job.stages), default=len(job.stages))
-        for index, name in enumerate(job.stages):
-            folder = out_dir / STAGES[name].folder
-            if name not in stages and (folder / MANIFEST).exists():
+        for index, step in enumerate(job.steps):
+            folder = out_dir / step.folder
+            if step.name not in stages and (folder / MANIFEST).exists():
                 if index < first:
                     previous = folder
                 produced.append(folder)
         for name in stages:
-            options = job.options(name)
+            step = job.step(name)
+            options = step.options
             if mapping:
                 options = type(options).model_validate(_substitute(options.model_dump(), mapping))
-            output = out_dir / STAGES[name].folder
+            output = out_dir / step.folder
             if name == "fetch":
                 inputs: list[Path] = []
             elif name == "report":
-                inputs = _report_inputs(out_dir, job.stages)
+                inputs = _report_inputs(out_dir, [s.folder for s in job.steps])
             else:
                 if previous is None:
                     raise InputError(f"stage {name}: no input (run the stages before it, or set job.input)")
                 inputs = [previous]
-            result = run_stage(name, inputs, output, options, engine, fresh=fresh)
+            result = run_stage_type(step.stage(options), inputs, output, engine, fresh=fresh)
             echo(result.summary_line())
             results.append(result)
             if result.rows_out == 0 and name != "report" and not config.job.allow_empty:
@@ -157,11 +161,11 @@ def _run_job(job: Job, out_dir: Path, only: list[str] | None, fresh: bool,
     return results
 
 
-def _report_inputs(out_dir: Path, stages: list[str]) -> list[Path]:
-    """Every dataset folder of the job (main and secondary, e.g. rejected/clean), pipeline order."""
+def _report_inputs(out_dir: Path, step_folders: list[str]) -> list[Path]:
+    """Every dataset folder of the job (main and secondary, e.g. rejected/clean), step order."""
     report = out_dir / STAGES["report"].folder
     folders = [m.parent for m in out_dir.rglob(MANIFEST) if report not in m.parents]
-    order = {STAGES[s].folder: i for i, s in enumerate(stages)}
+    order = {folder: i for i, folder in enumerate(step_folders)}
     return sorted(folders, key=lambda p: (order.get(p.relative_to(out_dir).parts[0], 99), str(p)))
 
 

@@ -89,15 +89,17 @@ ORDER = list(STAGES)
 
 def _api_function(spec: StageSpec):
     def run_one(input: str | Path | list[str | Path] | None = None, output: str | Path | None = None, *,
-                workers: int | None = 0, fresh: bool = False, **options: Any) -> StageResult:
+                workers: int | None = None, memory_limit: str | None = None, fresh: bool = False,
+                **options: Any) -> StageResult:
         from pipeline.api import run_registered
 
-        return run_registered(spec.name, input, output, workers=workers, fresh=fresh, **options)
+        return run_registered(spec.name, input, output, workers=workers, memory_limit=memory_limit,
+                              fresh=fresh, **options)
 
     run_one.__name__ = run_one.__qualname__ = spec.name
     run_one.__doc__ = (f"Run `{spec.name}` ({spec.summary}) from INPUT (a dataset folder, or a list) "
                        f"into OUTPUT; keyword options as in the job file's [{spec.name}] section; "
-                       "`workers`: local Dask workers (0 = in this process). Returns the StageResult.")
+                       "`workers`: local Dask workers (default: one per core; 0 = in this process). Returns the StageResult.")
     return run_one
 
 
