@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 # imported on first use: `import pipeline` (and `pipeline --help`) stays fast
 _EXPORTS = {
     "run": "pipeline.api:run",
+    "run_stage": "pipeline.api:run_stage_object",
     "filter": "pipeline.custom:filter",
     "FilterStage": "pipeline.custom:FilterStage",
     "Stage": "pipeline.stage:Stage",

@@ -17,6 +17,8 @@ from typing import Any
 
 from pipeline.stage import Stage, StageResult
 
+__all__ = ["run", "run_registered", "run_stage_object"]
+
 
 def run(job: str | Path | dict[str, Any], out: str | Path | None = None, *, steps: list[str] | None = None,
         fresh: bool = False, workers: int | None = None, memory_limit: str | None = None,
