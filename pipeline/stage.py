@@ -289,6 +289,7 @@ class StageRun:
         self.outputs = stage.outputs(self.output)
         pairs = input_shards(self.inputs)
         self._rows_in: int | None = None
+        self.resumed = 0  # tasks of map_pending passes an earlier run finished
         self.shards = [shard for _, shard in pairs]
         self.check_inputs(pairs)
         self.store = StageOutput(stage.name, stage.fingerprint(self.inputs), self.inputs, self.outputs,
@@ -327,6 +328,16 @@ class StageRun:
         """fn over items on the engine's workers (a global pass of `fit`), results in order."""
         return self.engine.map(fn, items, labels=labels, desc=desc or self.stage.name)
 
+    def map_pending(self, fn: Callable[[Any], TaskRecord], keys: list[str], items: list,
+                    desc: str | None = None) -> list[TaskRecord]:
+        """A pass of a multi-pass stage, resumably: `fn` (which commits a TaskRecord under its
+        key) over the items whose key no earlier run finished; the records of all of them."""
+        todo, done = self.store.pending(keys)
+        self.resumed += len(done)
+        wanted = set(todo)
+        work = [item for key, item in zip(keys, items, strict=True) if key in wanted]
+        return done + self.map(fn, work, [k for k in keys if k in wanted], desc)
+
     def map_tasks(self, plan: Any, tasks: list[ShardTask]) -> list[MapTask]:
         return [MapTask(t.key, t.shard, t.relpath, self.stage.transform, self.stage.plan_for_shard(plan, t),
                         self.store) for t in tasks]
@@ -345,63 +356,15 @@ class StageRun:
 
     def finish(self, records: list[TaskRecord], details: dict[str, Any] | None = None,
                extra: dict[str, Any] | None = None,
-               extra_shards: dict[str, list[ShardInfo]] | None = None) -> StageResult:
-        """Write every output's manifest (with `extra` and `details`) and count the result."""
+               extra_shards: dict[str, list[ShardInfo]] | None = None,
+               rows_in: int | None = None, skipped: int | None = None) -> StageResult:
+        """Write every output's manifest (its "extra": `extra`, default the details) and count
+        the result (`rows_in`: default the input shards' rows; `skipped`: the resumed tasks)."""
         details = details or {}
-        self.store.finalize(records, extra={**(extra or {}), **details}, extra_shards=extra_shards)
-        return result_from_records(self.stage.name, records, self.rows_in, self.store, self.started,
-                                   skipped=len(self.done), details=details)
-
-
-class FunctionStage(Stage):
-    """A stage made of a per-shard function and fixed outputs: what `run_map_stage` runs."""
-
-    kinds = ("text", "instruction", "chat")
-
-    def __init__(self, name: str, transform: Callable[[pl.LazyFrame, Any], ShardOutput], options: Options,
-                 outputs: dict[str, str | Path]):
-        super().__init__(options)
-        self.name = name
-        self.transform = transform
-        self.fixed_outputs = {k: Path(v) for k, v in outputs.items()}
-
-    def outputs(self, output: Path) -> dict[str, Path]:
-        return self.fixed_outputs
-
-
-def run_map_stage(
-    stage: str,
-    transform: Callable[[pl.LazyFrame, Any], ShardOutput],
-    options: Options,
-    inputs: list[str | Path],
-    outputs: dict[str, str | Path],
-    engine: Engine,
-    fresh: bool = False,
-) -> StageResult:
-    """A per-shard function over every input shard through the driver, for modules that are
-    not a Stage class yet (new stages: write a `Stage` subclass instead)."""
-    return FunctionStage(stage, transform, options, outputs).run(inputs, outputs["main"], engine, fresh=fresh)
-
-
-def map_tasks(inputs: list[str | Path], transform: Callable[[pl.LazyFrame, Any], ShardOutput], options: Any,
-              output: StageOutput) -> tuple[list[Path], list[MapTask]]:
-    """Every input shard in order, and one MapTask per shard writing under the same relative
-    path (for multi-pass stages that build their own StageOutput; the driver is `StageRun`)."""
-    pairs = input_shards(inputs)
-    tasks = []
-    for index, (root, shard) in enumerate(pairs):
-        rel = shard_relpath(root, shard)
-        relpath = rel if len(inputs) == 1 else f"in{index:05d}-{Path(rel).name}"
-        tasks.append(MapTask(key=f"{root}/{rel}", shard=shard, relpath=relpath,
-                             transform=transform, options=options, output=output))
-    return [shard for _, shard in pairs], tasks
-
-
-def pending_tasks(output: StageOutput, tasks: list[MapTask]) -> tuple[list[MapTask], list[TaskRecord]]:
-    """Tasks still to run, and the records of those an earlier run finished."""
-    todo_keys, done = output.pending(t.key for t in tasks)
-    keys = set(todo_keys)
-    return [t for t in tasks if t.key in keys], done
+        self.store.finalize(records, extra=details if extra is None else extra, extra_shards=extra_shards)
+        return result_from_records(self.stage.name, records, self.rows_in if rows_in is None else rows_in,
+                                   self.store, self.started,
+                                   skipped=len(self.done) if skipped is None else skipped, details=details)
 
 
 def batch_starts(lengths: np.ndarray, max_docs: int, max_bytes: int) -> np.ndarray:

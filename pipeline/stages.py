@@ -9,7 +9,6 @@ summary. The CLI's sub-commands, `run_stage`, the job-file model and the Python 
 
 from __future__ import annotations
 
-import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,32 +21,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    target: str  # "module:Class" (or a module with `Options` and `run`, wrapped by module_stage)
+    target: str  # "module:Class"
     folder: str  # default output folder inside a job's output directory
     summary: str
 
     def load(self) -> type[Stage]:
         """The stage class (its `Options`, `run`, ...), imported on first use."""
-        if ":" not in self.target:
-            return module_stage(self)
         return load_target(self.target)
-
-
-@functools.cache
-def module_stage(spec: StageSpec) -> type[Stage]:
-    """A Stage class around a module that still has the older shape (`Options` and
-    `run(inputs, output, options, engine, fresh)`), until it becomes a Stage class itself."""
-    from pipeline.stage import Stage
-
-    module = importlib.import_module(spec.target)
-
-    def run(self, inputs, output, engine, fresh=False):
-        return module.run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
-
-    return type(spec.name.title(), (Stage,), {
-        "name": spec.name, "folder": spec.folder, "summary": spec.summary, "Options": module.Options,
-        "kinds": ("text", "instruction", "chat"), "run": run, "__module__": module.__name__,
-        "__doc__": module.__doc__})
 
 
 def load_target(target: str) -> Any:

@@ -15,10 +15,9 @@ is a sub-command: `pipeline fetch crawl --seed https://example.org/ --output out
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from pipeline.dataset import StageOutput, TaskRecord, input_fingerprint
+from pipeline.dataset import TaskRecord, input_fingerprint
 from pipeline.engine import Engine
 from pipeline.errors import JobError
 from pipeline.fetch.options import ApiSource, CrawlSource, FilesSource, Source, SqlSource
@@ -27,7 +26,7 @@ from pipeline.fetch.writer import partition_value
 from pipeline.schema import rejected_folder
 from pipeline.secrets import fingerprint_with_secrets
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import Stage, StageResult
+from pipeline.stage import Stage, StageResult, StageRun
 
 SOURCE_KINDS: dict[str, type[StageOptions]] = {
     "crawl": CrawlSource,
@@ -92,64 +91,7 @@ def _output_kind(options: Options) -> tuple[str, dict[int, list]]:
 
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     """Run every source into OUTPUT (one dataset), resumably; see the module docstring."""
-
-    started = time.perf_counter()
-    if not options.sources:
-        raise JobError("fetch: no sources; add [[fetch.sources]] tables (kind = crawl | api | sql | files)")
-    kind, files = _output_kind(options)
-    fingerprint = options.fingerprint_dict()
-    if files:
-        fingerprint["files"] = input_fingerprint([p for found in files.values() for p, _ in found])
-    output = Path(output)
-    outputs = {"main": output}
-    structured = any(fmt not in ("html", "warc") for found in files.values() for _, fmt in found)
-    if structured:  # malformed lines and invalid records of files go to rejected/<output>/
-        outputs["rejected"] = rejected_folder(output)
-    # instruction/chat records and text documents share one schema when one run reads both
-    record_columns = any(isinstance(s, FilesSource) and s.record_kind != "text" for s in options.sources)
-    if record_columns and any(not isinstance(s, FilesSource) for s in options.sources):
-        raise JobError("fetch: instruction/chat records come from files sources only; fetch the "
-                       "api/sql sources in another run")
-    stage_output = StageOutput("fetch", fingerprint, [], outputs, fresh=fresh)
-    records: list[TaskRecord] = []
-    details: dict[str, dict] = {}
-    for index, source in enumerate(options.sources):
-        name = source_name(source)
-        task = f"{source.kind}{index:02d}"
-        if isinstance(source, CrawlSource):
-            from pipeline.fetch.crawl import crawl_source
-
-            done, counts = crawl_source(source, stage_output, task, name)
-        elif isinstance(source, FilesSource):
-            from pipeline.fetch.files import read_files
-
-            done, counts = read_files(source, files[index], stage_output, task, name, engine, record_columns)
-        elif isinstance(source, ApiSource):
-            from pipeline.fetch.api import fetch_api
-
-            done, counts = fetch_api(source, stage_output, task, name)
-        else:
-            from pipeline.fetch.sql import fetch_sql
-
-            done, counts = fetch_sql(source, stage_output, task, name)
-        records.extend(done)
-        details[f"{task}:{name}"] = counts
-    stage_output.finalize(records, extra={"kind": kind})
-    rows = sum(r.counts.get("rows_out", 0) for r in records)
-    dropped: dict[str, int] = {}
-    for record in records:
-        for key, value in record.counts.items():
-            if key.startswith("dropped:"):
-                dropped[key.removeprefix("dropped:")] = dropped.get(key.removeprefix("dropped:"), 0) + value
-    return StageResult(
-        stage="fetch",
-        rows_in=rows + sum(dropped.values()),
-        rows_out=rows,
-        dropped=dropped,
-        seconds=round(time.perf_counter() - started, 3),
-        outputs={k: str(v) for k, v in outputs.items()},
-        details={"kind": kind, "sources": details},
-    )
+    return Fetch(options).run(inputs, output, engine, fresh=fresh)
 
 
 class Fetch(Stage):
@@ -159,8 +101,58 @@ class Fetch(Stage):
     Options = Options
     source_kinds = SOURCE_KINDS
 
+    def __init__(self, options: Options | None = None):
+        super().__init__(options)
+        if not self.options.sources:
+            raise JobError("fetch: no sources; add [[fetch.sources]] tables (kind = crawl | api | sql | files)")
+        # instruction/chat records and text documents share one schema when one run reads both
+        self.record_columns = any(isinstance(s, FilesSource) and s.record_kind != "text" for s in self.options.sources)
+        if self.record_columns and any(not isinstance(s, FilesSource) for s in self.options.sources):
+            raise JobError("fetch: instruction/chat records come from files sources only; fetch the "
+                           "api/sql sources in another run")
+        self.kind, self.files = _output_kind(self.options)
+
+    def fingerprint(self, inputs: list[Path]) -> dict:
+        """The options and, for files sources, the size and mtime of every file they match."""
+        fingerprint = self.options.fingerprint_dict()
+        if self.files:
+            fingerprint["files"] = input_fingerprint([p for found in self.files.values() for p, _ in found])
+        return fingerprint
+
+    def outputs(self, output: Path) -> dict[str, Path]:
+        """Malformed lines and invalid records of structured files go to rejected/<output>/."""
+        structured = any(fmt not in ("html", "warc") for found in self.files.values() for _, fmt in found)
+        return {"main": output, **({"rejected": rejected_folder(output)} if structured else {})}
+
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
-        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
+        """Each source in turn (a crawl, an API, SQL, files), each resumable on its own tasks."""
+        run = StageRun(self, [], output, engine, fresh=fresh)
+        records: list[TaskRecord] = []
+        details: dict[str, dict] = {}
+        for index, source in enumerate(self.options.sources):
+            name = source_name(source)
+            task = f"{source.kind}{index:02d}"
+            if isinstance(source, CrawlSource):
+                from pipeline.fetch.crawl import crawl_source
+
+                done, counts = crawl_source(source, run.store, task, name)
+            elif isinstance(source, FilesSource):
+                from pipeline.fetch.files import read_files
+
+                done, counts = read_files(source, self.files[index], run.store, task, name, engine, self.record_columns)
+            elif isinstance(source, ApiSource):
+                from pipeline.fetch.api import fetch_api
+
+                done, counts = fetch_api(source, run.store, task, name)
+            else:
+                from pipeline.fetch.sql import fetch_sql
+
+                done, counts = fetch_sql(source, run.store, task, name)
+            records.extend(done)
+            details[f"{task}:{name}"] = counts
+        rows_in = sum(v for r in records for k, v in r.counts.items() if k == "rows_out" or k.startswith("dropped:"))
+        return run.finish(records, {"kind": self.kind, "sources": details}, extra={"kind": self.kind},
+                          rows_in=rows_in, skipped=0)
 
 
 __all__ = ["Fetch", "SOURCE_KINDS", "ApiSource", "CrawlSource", "FilesSource", "Options", "SqlSource", "run"]

@@ -72,33 +72,34 @@ class Options(StageOptions):
 
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     """Profile every input folder, write metrics.json and index.html into OUTPUT."""
-    from pipeline.report.metrics import compute
-    from pipeline.report.page import render
-
-    started = time.perf_counter()
-    output = Path(output)
-    metrics, sample = compute([Path(p) for p in inputs], options, engine)
-    html = render(metrics, options.title)
-    output.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output / METRICS_NAME, metrics)
-    write_bytes_atomic(output / HTML_NAME, html.encode("utf-8"))
-    rows = metrics["volume"]["rows"]
-    baseline = metrics["baseline"]
-    details = {"html": str(output / HTML_NAME), "metrics": str(output / METRICS_NAME),
-               "datasets": len(metrics["inputs"]), "sample_rows": sample.height,
-               "baseline": baseline["status"]}
-    if baseline.get("validation"):
-        details["val_macro_f1"] = round(baseline["validation"]["macro_f1"], 4)
-    return StageResult(stage="report", rows_in=rows, rows_out=rows, seconds=round(time.perf_counter() - started, 3),
-                       outputs={"main": str(output)}, details=json.loads(json.dumps(details)))
+    return Report(options).run(inputs, output, engine, fresh=fresh)
 
 
 class Report(Stage):
-    """See the module docstring."""
+    """See the module docstring. Always starts over: it reads what every other step wrote."""
 
     name = "report"
     Options = Options
     kinds = KINDS
 
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
-        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
+        """Profile every input folder, write metrics.json and index.html into OUTPUT."""
+        from pipeline.report.metrics import compute
+        from pipeline.report.page import render
+
+        started = time.perf_counter()
+        output = Path(output)
+        metrics, sample = compute([Path(p) for p in inputs], self.options, engine)
+        html = render(metrics, self.options.title)
+        output.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output / METRICS_NAME, metrics)
+        write_bytes_atomic(output / HTML_NAME, html.encode("utf-8"))
+        rows = metrics["volume"]["rows"]
+        baseline = metrics["baseline"]
+        details = {"html": str(output / HTML_NAME), "metrics": str(output / METRICS_NAME),
+                   "datasets": len(metrics["inputs"]), "sample_rows": sample.height,
+                   "baseline": baseline["status"]}
+        if baseline.get("validation"):
+            details["val_macro_f1"] = round(baseline["validation"]["macro_f1"], 4)
+        return StageResult(stage=self.name, rows_in=rows, rows_out=rows, seconds=round(time.perf_counter() - started, 3),
+                           outputs={"main": str(output)}, details=json.loads(json.dumps(details)))

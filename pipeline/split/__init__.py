@@ -30,7 +30,6 @@ from pydantic import field_validator, model_validator
 
 from pipeline.dataset import (
     MANIFEST,
-    DatasetError,
     ShardInfo,
     StageOutput,
     TaskRecord,
@@ -38,15 +37,13 @@ from pipeline.dataset import (
     write_shard,
 )
 from pipeline.engine import Engine
-from pipeline.errors import EmptyResultError, JobError
+from pipeline.errors import EmptyResultError, InputError, JobError, missing_column
 from pipeline.records import KINDS
-from pipeline.schema import rejected_folder
 from pipeline.split import export, passes, quotas
 from pipeline.split.export import EXPORT_MANIFEST, verify  # noqa: F401 - public helpers
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import Stage, StageResult, count_rows, input_shards
+from pipeline.stage import Stage, StageResult, StageRun
 
-STAGE = "split"
 GROUP_BUCKET_ROWS = 1_000_000  # rows per group-shuffle bucket: bounds a bucket worker's memory
 
 
@@ -424,41 +421,26 @@ def _assign_and_write(engine: Engine, options: Options, shards: list[Path], spec
 # -- the stage -------------------------------------------------------------------------------
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
     """Split, re-balance train, export shards and manifests. See docs/stages/split.md for the design."""
-    try:
-        return _run(inputs, Path(output), options, engine, fresh)
-    except BaseException:
-        # the pieces are copies of the rows and a re-run starts them over: never leave them behind
-        shutil.rmtree(Path(output) / "_work", ignore_errors=True)
-        raise
+    return Split(options).run(inputs, output, engine, fresh=fresh)
 
 
-def _run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool) -> StageResult:
-    started = time.perf_counter()
-    output = Path(output)
-    rejected = rejected_folder(output)
-    out = StageOutput(STAGE, options.fingerprint_dict(), inputs, {"main": output, "rejected": rejected},
-                      fresh=fresh)
-
+def _run(run: StageRun, options: Options) -> StageResult:
+    engine, output, out = run.engine, run.output, run.store
+    rejected = run.outputs["rejected"]
     previous = _finished(out)
     if previous is not None:
-        return StageResult(stage=STAGE, rows_in=previous["rows_in"], rows_out=previous["rows_out"],
-                           dropped=previous["dropped"], seconds=round(time.perf_counter() - started, 3),
+        return StageResult(stage=run.stage.name, rows_in=previous["rows_in"], rows_out=previous["rows_out"],
+                           dropped=previous["dropped"], seconds=round(time.perf_counter() - run.started, 3),
                            outputs={k: str(v) for k, v in out.outputs.items()},
                            skipped_tasks=sum(f["format"] == "parquet" for f in previous["files"]),
                            details=previous["summary"])
 
-    shards = [shard for _, shard in input_shards(inputs)]
-    rows_in = count_rows(shards)
+    shards, rows_in, inputs = run.shards, run.rows_in, run.inputs
     work = output / "_work"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     first_schema = pl.scan_parquet(str(shards[0])).collect_schema()
-    for key in ("id_col", "stratify", "group", "time_col"):
-        column = getattr(options, key)
-        if column is not None and column not in first_schema:
-            raise DatasetError(f"split: {key} = {column!r} is not a column of {shards[0]} "
-                               f"(columns: {', '.join(first_schema.names())})")
     class_col = options.stratify
     if class_col is None:
         class_col = "label" if "label" in first_schema else None
@@ -473,7 +455,7 @@ def _run(inputs: list[Path], output: Path, options: Options, engine: Engine, fre
         try:
             given.expr(first_schema)
         except ValueError as error:
-            raise DatasetError(f"split: {error} (in {shards[0]})") from None
+            raise InputError(f"split: {error} (in {shards[0]})") from None
         write_tasks = [passes.WriteTask(p, i, spec, work, None, rejected, key_file=options.encrypt_key_file,
                                         given=given) for i, p in enumerate(shards)]
         written = engine.map(passes.write_pieces, write_tasks, labels=labels, desc="split:write")
@@ -491,9 +473,7 @@ def _run(inputs: list[Path], output: Path, options: Options, engine: Engine, fre
         for j, slices in enumerate(export.pack_plan(piece_rows, options.shard_rows)):
             pack_tasks.append(export.PackTask(split, f"{split}/part-{j:05d}.parquet", slices, out,
                                               options.jsonl, options.encrypt_key_file))
-    todo_keys, done = out.pending(t.relpath for t in pack_tasks)
-    todo = [t for t in pack_tasks if t.relpath in set(todo_keys)]
-    records = done + engine.map(export.pack_shard, todo, labels=[t.relpath for t in todo], desc="split:export")
+    records = run.map_pending(export.pack_shard, [t.relpath for t in pack_tasks], pack_tasks, "split:export")
     rejected_shards = [ShardInfo(**w["rejected"]) for w in written if w["rejected"]]
     rejected_records = [TaskRecord(task="rejected", fingerprint=out.fingerprint,
                                    outputs={"rejected": rejected_shards})] if rejected_shards else []
@@ -556,12 +536,10 @@ def _run(inputs: list[Path], output: Path, options: Options, engine: Engine, fre
         "files": files,
     }
     write_json_atomic(output / EXPORT_MANIFEST, exported)
-    out.finalize(records + rejected_records, extra={"export_manifest": EXPORT_MANIFEST, **summary})
     shutil.rmtree(work)
-    return StageResult(stage=STAGE, rows_in=rows_in, rows_out=rows_out, dropped=exported["dropped"],
-                       seconds=round(time.perf_counter() - started, 3),
-                       outputs={k: str(v) for k, v in out.outputs.items()},
-                       skipped_tasks=len(done), details=summary)
+    result = run.finish(records + rejected_records, summary, extra={"export_manifest": EXPORT_MANIFEST, **summary},
+                        skipped=run.resumed)
+    return result.model_copy(update={"rows_out": rows_out, "dropped": exported["dropped"]})
 
 
 class Split(Stage):
@@ -571,5 +549,21 @@ class Split(Stage):
     Options = Options
     kinds = KINDS
 
+    secondary = ("rejected",)
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        """Every column an option names is in the input."""
+        for key in ("id_col", "stratify", "group", "time_col"):
+            column = getattr(self.options, key)
+            if column is not None and column not in schema:
+                raise missing_column(self.name, column, dataset, schema, hint=f"check split.{key}")
+
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
-        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
+        """The passes (assign, re-balance, write pieces, export) through the driver's pieces."""
+        run = StageRun(self, inputs, output, engine, fresh=fresh)
+        try:
+            return _run(run, self.options)
+        except BaseException:
+            # the pieces are copies of the rows and a re-run starts them over: never leave them behind
+            shutil.rmtree(run.output / "_work", ignore_errors=True)
+            raise
