@@ -17,7 +17,7 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from pipeline.errors import EXIT_INTERRUPTED, JobError, PipelineError
+from pipeline.errors import EXIT_INTERRUPTED, InputError, JobError, PipelineError
 from pipeline.stages import ORDER, STAGES
 
 ENGINE_HELP = "Engine: --workers N (0 = in-process), --memory-limit 4GiB, --scheduler tcp://HOST:PORT."
@@ -257,6 +257,9 @@ class LazyStages(click.Group):
         except PipelineError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except (FileNotFoundError, PermissionError) as error:  # a path the user gave
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(InputError.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: finished shards are kept; run the same command again to resume", err=True)
             ctx.exit(EXIT_INTERRUPTED)

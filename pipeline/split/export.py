@@ -28,6 +28,7 @@ from pipeline.dataset import (
     write_failure,
     write_shard,
 )
+from pipeline.errors import JobError
 
 EXPORT_MANIFEST = "manifest.json"
 
@@ -46,22 +47,22 @@ def load_keys(key_file: Path) -> dict[str, bytes]:
     try:
         data = json.loads(key_file.read_text())
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"encryption key file {key_file} cannot be read: {error}") from None
+        raise JobError(f"encryption key file {key_file} cannot be read: {error}") from None
     except ValueError:
-        raise ValueError(f"encryption key file {key_file} is not JSON; expected "
+        raise JobError(f"encryption key file {key_file} is not JSON; expected "
                          '{"footer": BASE64, "columns": BASE64}') from None
     if not isinstance(data, dict):
-        raise ValueError(f"encryption key file {key_file}: expected a JSON object with footer and columns")
+        raise JobError(f"encryption key file {key_file}: expected a JSON object with footer and columns")
     keys = {}
     for name in ("footer", "columns"):
         if name not in data:
-            raise ValueError(f"encryption key file {key_file}: missing key {name!r} (base64 of 16, 24 or 32 bytes)")
+            raise JobError(f"encryption key file {key_file}: missing key {name!r} (base64 of 16, 24 or 32 bytes)")
         try:
             raw = base64.b64decode(str(data[name]), validate=True)
         except ValueError:
-            raise ValueError(f"encryption key file {key_file}: key {name!r} is not base64") from None
+            raise JobError(f"encryption key file {key_file}: key {name!r} is not base64") from None
         if len(raw) not in (16, 24, 32):
-            raise ValueError(f"encryption key file {key_file}: key {name!r} is {len(raw)} bytes; need 16, 24 or 32")
+            raise JobError(f"encryption key file {key_file}: key {name!r} is {len(raw)} bytes; need 16, 24 or 32")
         keys[name] = raw
     return keys
 
@@ -72,7 +73,7 @@ def _crypto(key_file: Path):
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError:  # pragma: no cover - a dependency of the package
-        raise RuntimeError("encryption needs the `cryptography` package: pip install 'cryptography>=42'") from None
+        raise JobError("encryption needs the `cryptography` package: pip install 'cryptography>=42'") from None
 
     keys = load_keys(key_file)
 

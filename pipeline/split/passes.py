@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.dataset import write_shard
+from pipeline.errors import InputError
 from pipeline.hashing import xxhash64
 
 NULL_CLASS = "__null__"  # the class name of a null label (stratify treats null as a class)
@@ -50,7 +51,7 @@ def time_key(column: str, dtype: pl.DataType) -> pl.Expr:
         return expr.cast(pl.Int64).fill_null(np.iinfo(np.int64).min)
     if dtype.is_float():
         return expr.cast(pl.Float64).fill_null(float("-inf")).fill_nan(float("-inf"))
-    raise ValueError(f"time column {column!r} has type {dtype}; need a date/datetime, number or ISO string")
+    raise InputError(f"time column {column!r} has type {dtype}; need a date/datetime, number or ISO string")
 
 
 def class_expr(column: str | None) -> pl.Expr:
@@ -69,7 +70,7 @@ def row_keys(frame: pl.LazyFrame, spec: KeySpec, shard_index: int) -> pl.LazyFra
     schema = frame.collect_schema()
     for col in (spec.id_col, spec.group_col, spec.stratify_col, spec.time_col):
         if col is not None and col not in schema:
-            raise ValueError(f"column {col!r} is not in the input (columns: {', '.join(schema.names())})")
+            raise InputError(f"column {col!r} is not in the input (columns: {', '.join(schema.names())})")
     frame = frame.with_row_index("_row")
     own = pl.concat_str(pl.lit("i:"), pl.col(spec.id_col).cast(pl.String)).fill_null(
         pl.concat_str(pl.lit(f"r:{shard_index}:"), pl.col("_row").cast(pl.String)))
@@ -122,7 +123,7 @@ def time_summary(task: ShardTask) -> tuple[int, list[Any]]:
     try:
         keys = row_keys(input_rows(task.path), task.spec, task.index).select("_t").collect()
     except pl.exceptions.ComputeError as error:
-        raise ValueError(f"time column {task.spec.time_col!r} could not be read as times: {error}") from None
+        raise InputError(f"time column {task.spec.time_col!r} could not be read as times: {error}") from None
     if keys.height == 0:
         return 0, []
     qs = np.quantile(keys["_t"].to_numpy(), np.linspace(0, 1, 257), method="nearest")
@@ -427,7 +428,7 @@ class GivenSplit:
             return pl.col(head).str.json_path_match(f"$.{key}")
         if key and head in schema and isinstance(schema[head], pl.Struct):
             return pl.col(head).struct.field(key).cast(pl.String)
-        raise ValueError(f"keep_split: column {self.column!r} is not in the input "
+        raise InputError(f"keep_split: column {self.column!r} is not in the input "
                          f"(columns: {', '.join(schema.names())}; `meta.KEY` reads a key of the JSON `meta`)")
 
     def split_expr(self, schema: pl.Schema) -> pl.Expr:
