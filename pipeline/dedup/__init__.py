@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Literal
@@ -28,7 +27,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from pipeline.dataset import StageOutput, TaskRecord, sum_counts
+from pipeline.dataset import TaskRecord, sum_counts
 from pipeline.dedup import minhash
 from pipeline.dedup.graph import components, pick_per_component
 from pipeline.dedup.passes import (
@@ -41,17 +40,11 @@ from pipeline.dedup.passes import (
     pass3_shard,
 )
 from pipeline.engine import Engine, _call_labelled
+from pipeline.errors import require_columns
 from pipeline.progress import Progress
 from pipeline.records import KINDS
 from pipeline.stage import Options as StageOptions
-from pipeline.stage import (
-    Stage,
-    StageResult,
-    count_rows,
-    input_shards,
-    result_from_records,
-    shard_relpath,
-)
+from pipeline.stage import Stage, StageResult, StageRun
 
 WORK = "_work"
 DETAILS_TASK = "details"  # the progress record holding the passes' counts
@@ -188,86 +181,55 @@ def tasks_runner(engine: Engine, shards: list[Path], options: Options) -> Engine
 
 
 def run(inputs: list[Path], output: Path, options: Options, engine: Engine, fresh: bool = False) -> StageResult:
-    started = time.perf_counter()
-    output = Path(output)
-    audit = Path(options.audit) if options.audit else output.parent / "duplicates"
-    work = output / WORK
-    out = StageOutput("dedup", options.fingerprint_dict(), inputs,
-                      {"main": output, "duplicates": audit, "work": work}, fresh=fresh)
-    pairs = input_shards(inputs)
-    shards = [str(s) for _, s in pairs]
-    relpaths = [shard_relpath(root, s) if len(inputs) == 1 else f"in{i:05d}-{s.name}"
-                for i, (root, s) in enumerate(pairs)]
-    rows_in = count_rows([s for _, s in pairs])
-    engine = tasks_runner(engine, [s for _, s in pairs], options)
+    return Dedup(options).run(inputs, output, engine, fresh=fresh)
 
+
+def _plan(run: StageRun, options: Options, details: dict) -> Plan:
+    """The passes' plan: LSH shape, partitions sized for the input, where intermediates go."""
     bands, rows = bands_and_rows(options) if options.near else (0, 0)
     grouping = options.near and options.group_threshold > 0
     group_bands, group_rows = minhash.optimal_bands_rows(options.group_threshold, options.num_perm) if grouping else (0, 0)
     per_doc = bands + group_bands + (1 if options.exact else 0)
     # at least two partitions: two workers (or threads) share the bucket pass even when it is small
-    partitions = max(2, math.ceil(rows_in * per_doc / options.partition_rows))
+    partitions = max(2, math.ceil(run.rows_in * per_doc / options.partition_rows))
     if options.near:
         _say(f"threshold {options.threshold} → {bands} bands × {rows} rows of {options.num_perm} permutations "
              f"(50% collision at Jaccard {(1 / bands) ** (1 / rows):.2f}); near_group {options.group_threshold} → "
              f"{group_bands} × {group_rows}; {partitions} partitions; verify={'on' if options.verify else 'off'}")
-    plan = Plan(shards=shards, work=str(work), output=out, exact=options.exact, near=options.near,
-                ngram=options.ngram, num_perm=options.num_perm, seed=options.seed, bands=bands, rows=rows,
-                group_bands=group_bands, group_rows=group_rows, threshold=options.threshold,
-                group_threshold=options.group_threshold, verify=options.verify,
-                verify_margin=options.verify_margin, keep=options.keep,
-                partitions=partitions, batch_docs=options.batch_docs, batch_bytes=options.batch_bytes,
-                max_bucket=options.max_bucket, key=options.key)
-    details = {"bands": bands, "rows": rows, "group_bands": group_bands, "group_rows": group_rows,
-               "partitions": partitions, "num_perm": options.num_perm}
-
-    final_keys = [f"pass3:{s}" for s in shards]
-    todo3, done3 = out.pending(final_keys)
-    if todo3:
-        records3 = done3 + _run_passes(plan, engine, todo3, relpaths, details)
-        # what the passes counted (candidate edges, groups, ...) outlives _work: a resume with
-        # nothing left to do writes the same manifest details, not the bare band numbers
-        out.commit(TaskRecord(task=DETAILS_TASK, fingerprint="", outputs={}, counts={}, extra=details))
-    else:
-        records3 = done3
-        saved = out.completed(DETAILS_TASK)
-        details.update(saved.extra if saved else {})
-    del out.outputs["work"]
-    out.finalize(records3, extra=details)
-    shutil.rmtree(work, ignore_errors=True)
-    return result_from_records("dedup", records3, rows_in, out, started, skipped=len(done3), details=details)
+    details.update({"bands": bands, "rows": rows, "group_bands": group_bands, "group_rows": group_rows,
+                    "partitions": partitions, "num_perm": options.num_perm})
+    return Plan(shards=[str(s) for s in run.shards], work=str(run.outputs["work"]), output=run.store,
+                exact=options.exact, near=options.near, ngram=options.ngram, num_perm=options.num_perm,
+                seed=options.seed, bands=bands, rows=rows, group_bands=group_bands, group_rows=group_rows,
+                threshold=options.threshold, group_threshold=options.group_threshold, verify=options.verify,
+                verify_margin=options.verify_margin, keep=options.keep, partitions=partitions,
+                batch_docs=options.batch_docs, batch_bytes=options.batch_bytes, max_bucket=options.max_bucket,
+                key=options.key)
 
 
-def _map_pending(plan: Plan, engine: Engine, fn, keys: list[str], items: list, desc: str) -> list:
-    todo, done = plan.output.pending(keys)
-    wanted = set(todo)
-    work_items = [item for key, item in zip(keys, items, strict=True) if key in wanted]
-    return done + engine.map(fn, work_items, labels=[k for k in keys if k in wanted], desc=desc)
-
-
-def _run_passes(plan: Plan, engine: Engine, todo3: list[str], relpaths: list[str], details: dict) -> list:
+def _run_passes(plan: Plan, run: StageRun, details: dict) -> list:
+    """Signatures, buckets and verification (each resumable on its own keys), the components on
+    the driver, then the write pass over the shards still to do; their records."""
     n = len(plan.shards)
     records = []
     if plan.exact or plan.near:
-        records += _map_pending(plan, engine, pass1_shard, [f"pass1:{i}" for i in range(n)],
-                                [(plan, i) for i in range(n)], "dedup signatures")
-        records += _map_pending(plan, engine, pass2_partition, [f"pass2:{p}" for p in range(plan.partitions)],
-                                [(plan, p) for p in range(plan.partitions)], "dedup buckets")
-        records += _map_pending(plan, engine, pass2b_verify, [f"verify:{i}" for i in range(n)],
-                                [(plan, i) for i in range(n)], "dedup verify")
+        records += run.map_pending(pass1_shard, [f"pass1:{i}" for i in range(n)],
+                                   [(plan, i) for i in range(n)], "dedup signatures")
+        records += run.map_pending(pass2_partition, [f"pass2:{p}" for p in range(plan.partitions)],
+                                   [(plan, p) for p in range(plan.partitions)], "dedup buckets")
+        records += run.map_pending(pass2b_verify, [f"verify:{i}" for i in range(n)],
+                                   [(plan, i) for i in range(n)], "dedup verify")
     counts = sum_counts(records)
     details.update({k: v for k, v in counts.items() if k in ("candidate_edges", "verified_pairs", "edges_kept")})
     details["text_bytes"] = sum(int(r.extra.get("text_bytes", 0)) for r in records)
 
-    assign = assignments(plan, engine, details)
-    keys = [f"pass3:{s}" for s in plan.shards]
+    assign = assignments(plan, run.engine, details)
     items = []
-    for i, key in enumerate(keys):
-        if key in todo3:
-            piece = assign.filter(pl.col("node") // (1 << ROW_BITS) == i)
-            piece = piece.with_columns(row=pl.col("node") % (1 << ROW_BITS)).drop("node")
-            items.append((plan, i, key, relpaths[i], piece))
-    return engine.map(pass3_shard, items, labels=[it[2] for it in items], desc="dedup write")
+    for task in run.todo:
+        piece = assign.filter(pl.col("node") // (1 << ROW_BITS) == task.index)
+        piece = piece.with_columns(row=pl.col("node") % (1 << ROW_BITS)).drop("node")
+        items.append((plan, task.index, task.key, task.relpath, piece))
+    return run.map(pass3_shard, items, [it[2] for it in items], "dedup write")
 
 
 def assignments(plan: Plan, engine: Engine, details: dict) -> pl.DataFrame:
@@ -357,5 +319,31 @@ class Dedup(Stage):
     Options = Options
     kinds = KINDS
 
+    def outputs(self, output: Path) -> dict[str, Path]:
+        """The kept rows, the duplicates' audit (default: duplicates/ beside the output) and the
+        passes' intermediates (OUTPUT/_work, removed at the end)."""
+        audit = Path(self.options.audit) if self.options.audit else output.parent / "duplicates"
+        return {"main": output, "duplicates": audit, "work": output / WORK}
+
+    def check(self, schema: dict, dataset: Path) -> None:
+        require_columns(self.name, dataset, schema, ["id", "text"])
+
     def run(self, inputs: list[str | Path], output: str | Path, engine: Engine, fresh: bool = False) -> StageResult:
-        return run([Path(p) for p in inputs], Path(output), self.options, engine, fresh=fresh)
+        """Three passes over the shards through the driver's pieces; the write pass is the
+        per-shard task that resume looks up; small inputs run on threads (tasks_runner)."""
+        run = StageRun(self, inputs, output, engine, fresh=fresh)
+        run.engine = tasks_runner(engine, run.shards, self.options)
+        details: dict = {}
+        plan = _plan(run, self.options, details)
+        if run.todo:
+            records = run.done + _run_passes(plan, run, details)
+            # what the passes counted (candidate edges, groups, ...) outlives _work: a resume with
+            # nothing left to do writes the same manifest details, not the bare band numbers
+            run.store.commit(TaskRecord(task=DETAILS_TASK, fingerprint="", outputs={}, counts={}, extra=details))
+        else:
+            records = run.done
+            saved = run.store.completed(DETAILS_TASK)
+            details.update(saved.extra if saved else {})
+        del run.store.outputs["work"]
+        shutil.rmtree(run.outputs["work"], ignore_errors=True)
+        return run.finish(records, details)
