@@ -148,14 +148,28 @@ def fold_terms(records, counts: dict[tuple[int, str], int]) -> None:
         record.extra = {**record.extra, "terms": []}
 
 
+def fold_examples(records, nearest: dict[int, list[dict]], per_cluster: int) -> None:
+    """Keep in `nearest` only the `per_cluster` examples nearest each centre among those seen so
+    far and the records' own, and drop them from the records (in memory only, as fold_terms), so
+    the driver holds k x per_cluster examples, not that many per shard."""
+    for record in records:
+        for e in record.extra.get("examples", []):
+            nearest.setdefault(int(e["cluster"]), []).append(e)
+        record.extra = {**record.extra, "examples": []}
+    for c, found in nearest.items():
+        nearest[c] = sorted(found, key=lambda e: (e["distance"], e["id"]))[:per_cluster]
+
+
 def build_summary(records, options: Options, model_meta: dict,
-                  term_counts: dict[tuple[int, str], int] | None = None) -> dict:
+                  term_counts: dict[tuple[int, str], int] | None = None,
+                  nearest: dict[int, list[dict]] | None = None) -> dict:
     k = model_meta["k"]
     sizes = np.zeros(k, dtype=np.int64)
     sampled: dict[int, int] = {}
     term_counts = dict(term_counts or {})
     fold_terms(records, term_counts)
-    examples: dict[int, list[dict]] = {c: [] for c in range(k)}
+    examples = {c: list(found) for c, found in (nearest or {}).items()}
+    fold_examples(records, examples, options.examples)
     sq = 0.0
     for record in sorted(records, key=lambda r: r.task):
         extra = record.extra
@@ -163,18 +177,16 @@ def build_summary(records, options: Options, model_meta: dict,
             sizes[c] += n
         for c, n in extra["sampled"]:
             sampled[int(c)] = sampled.get(int(c), 0) + int(n)
-        for e in extra["examples"]:
-            examples[int(e["cluster"])].append(e)
         sq += extra["sq_distance"]
     top = summary.top_terms(((c, w, n) for (c, w), n in term_counts.items()), sampled, options.top_terms)
     names = summary.default_names(top, k)
     clusters = []
     for c in range(k):
-        nearest = sorted(examples[c], key=lambda e: (e["distance"], e["id"]))[:options.examples]
+        nearest_c = examples.get(c, [])
         clusters.append({
             "cluster": c, "name": names[c], "size": int(sizes[c]),
             "share": round(float(sizes[c]) / max(int(sizes.sum()), 1), 6), "top_terms": top.get(c, []),
-            "examples": [{k_: e[k_] for k_ in ("id", "title", "text", "distance")} for e in nearest],
+            "examples": [{k_: e[k_] for k_ in ("id", "title", "text", "distance")} for e in nearest_c],
         })
     rows = int(sizes.sum())
     return {**model_meta, "rows": rows, "mean_squared_distance": round(sq / max(rows, 1), 6),
@@ -189,12 +201,13 @@ class Cluster(Stage):
     kinds = KINDS
     transform = staticmethod(assign_shard)
     keep = (LABELS, "labels.edited-*.toml", f"{MODELS}/{LABELS_HASH}")
-    map_group = ASSIGN_GROUP  # terms folded group by group: flat driver memory
+    map_group = ASSIGN_GROUP  # terms and examples folded group by group: flat driver memory
 
     def __init__(self, options: Options | None = None):
         super().__init__(options)
         self.columns: list[str] = []
         self.term_counts: dict[tuple[int, str], int] = {}
+        self.nearest: dict[int, list[dict]] = {}
 
     def check(self, schema: dict, dataset: Path) -> None:
         try:
@@ -216,12 +229,13 @@ class Cluster(Stage):
 
     def absorb(self, records: list) -> None:
         fold_terms(records, self.term_counts)
+        fold_examples(records, self.nearest, self.options.examples)
 
     def details(self, run: StageRun, records: list) -> dict:
         """summary.json and (after a refit) a fresh labels.toml; an edited one is kept aside."""
         output = run.output
         model_meta = json.loads((output / MODELS / MODEL_META).read_text())
-        result_summary = build_summary(records, self.options, model_meta, self.term_counts)
+        result_summary = build_summary(records, self.options, model_meta, self.term_counts, self.nearest)
         write_json_atomic(output / SUMMARY, result_summary)
         details = {"summary": SUMMARY, "labels": LABELS, "k": model_meta["k"],
                    "k_chosen_by": model_meta["k_chosen_by"], "silhouette": model_meta.get("silhouette"),

@@ -42,6 +42,8 @@ from pipeline.hashing import xxhash64
 
 SAMPLE_BUCKETS = 1 << 32
 WINDOW = 8
+REFINE_GROUP = 64
+"""Shards per engine.map call of a Lloyd pass (their k x d sums on the driver at once)."""
 """Shards per dask-ml ``Incremental.partial_fit`` call (their vectors in cluster memory at once)."""
 
 
@@ -205,11 +207,15 @@ def refine_lloyd(shards: list[Path], spec: VectorSpec, centres: np.ndarray, max_
     centres = np.asarray(centres, dtype=np.float64)
     inertia: list[float] = []
     for p in range(max_passes):
-        parts = engine.map(lloyd_shard, [LloydTask(s, spec, centres) for s in shards],
-                           labels=[str(s) for s in shards], desc=f"cluster-refine {p + 1}")
-        sums = np.sum([part[0] for part in parts], axis=0)
-        counts = np.sum([part[1] for part in parts], axis=0)
-        inertia.append(round(float(sum(part[2] for part in parts)), 6))
+        sums, counts, sq = np.zeros_like(centres), np.zeros(len(centres), np.int64), 0.0
+        for g in range(0, len(shards), REFINE_GROUP):  # summed group by group: flat driver memory
+            group = shards[g:g + REFINE_GROUP]
+            for part in engine.map(lloyd_shard, [LloydTask(s, spec, centres) for s in group],
+                                   labels=[str(s) for s in group], desc=f"cluster-refine {p + 1}"):
+                sums += part[0]
+                counts += part[1]
+                sq += part[2]
+        inertia.append(round(sq, 6))
         moved = centres.copy()
         filled = counts > 0
         moved[filled] = sums[filled] / counts[filled, None]
