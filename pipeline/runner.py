@@ -158,6 +158,9 @@ def _run_job(job: Job, out_dir: Path, only: list[str] | None, fresh: bool,
         echo(f"splits: {splits}/{{train,val,test}}/  (manifest: {splits / 'manifest.json'})")
     if report.exists():
         echo(f"report: {report / 'index.html'}  (metrics: {report / 'metrics.json'})")
+    export = out_dir / STAGES["export"].folder
+    if (export / "README.md").exists():
+        echo(f"export: {export}/  (for a trainer: datasets.load_dataset({str(export)!r}); card: {export / 'README.md'})")
     return results
 
 
