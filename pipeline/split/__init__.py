@@ -128,9 +128,10 @@ class Options(StageOptions):
             raise ValueError(f"ratios: shares must sum to 1, got {sum(shares):g} from {value!r}")
         return value
 
-    @field_validator("target", mode="before")
+    @field_validator("target", "split_map", mode="before")
     @classmethod
-    def _target_text(cls, value: Any) -> Any:
+    def _pairs_text(cls, value: Any) -> Any:
+        """A TOML table ({fresh = 0.5, ...}) is accepted as its `key=value,...` text."""
         if isinstance(value, dict):
             return ",".join(f"{k}={v}" for k, v in value.items())
         return value
@@ -142,13 +143,6 @@ class Options(StageOptions):
             shares = _parse_pairs(value, "target")
             if not shares or any(s < 0 for s in shares.values()) or sum(shares.values()) <= 0:
                 raise ValueError(f"target: need shares >= 0 with a positive sum, got {value!r}")
-        return value
-
-    @field_validator("split_map", mode="before")
-    @classmethod
-    def _split_map_text(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return ",".join(f"{k}={v}" for k, v in value.items())
         return value
 
     @field_validator("split_map")
