@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from pipeline.hashing import xxhash64
 
@@ -224,61 +225,70 @@ def optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float = 0.5) 
     return best
 
 
+def shingle_matrix(node: np.ndarray, sh: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    """(sorted distinct nodes, CSR matrix with one row per node holding its shingle set).
+
+    The column of a shingle is its 64-bit hash shifted right by one (a non-negative int64;
+    scipy's CSR takes any such index, so no dense ids and no global sort are needed); rows are
+    sorted and de-duplicated per row by scipy (C++), every stored value is 1."""
+    node = np.asarray(node, np.int64)
+    if node.size > 1 and np.all(node[1:] >= node[:-1]):  # as read back: grouped, no sort needed
+        order = None
+        starts_of = np.concatenate([[True], node[1:] != node[:-1]])
+        uniq = node[starts_of]
+        counts = np.diff(np.concatenate([np.flatnonzero(starts_of), [node.size]]))
+    else:
+        order = np.argsort(node, kind="stable")
+        uniq, counts = np.unique(node, return_counts=True)
+    columns = (np.asarray(sh, np.uint64) >> np.uint64(1)).astype(np.int64)
+    if order is not None:
+        columns = columns[order]
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    matrix = sp.csr_matrix((np.ones(columns.size, np.float32), columns, indptr),
+                           shape=(uniq.size, _COLUMNS))
+    matrix.sum_duplicates()  # sorts each row and merges repeats (their values add up)
+    matrix.data[:] = 1.0
+    return uniq, matrix
+
+
+_COLUMNS = (1 << 63) - 1  # every shifted 64-bit hash is a valid column
+
+
 def jaccard_of_sets(node: np.ndarray, sh: np.ndarray, a: np.ndarray, b: np.ndarray,
                     budget: int = 4_000_000) -> np.ndarray:
     """True Jaccard of the shingle sets of nodes a[i], b[i] (float64 per pair).
 
-    node, sh: one row per shingle of each document (any order, repeats allowed). Vectorised:
-    shingles get dense ids (``np.unique``), so the distinct ``node_index << 32 | shingle_id``
-    values are one sorted uint64 array in which each document's set is a run; every shingle of
-    the smaller set of a pair is looked up in the larger set's run with one ``np.searchsorted``
-    and hits are counted per pair with ``np.bincount``. No loop over pairs: pairs go in chunks
-    of at most ``budget`` looked-up shingles (bounds memory).
+    node, sh: one row per shingle of each document (any order, repeats allowed). The sets
+    become the rows of one binary CSR matrix (`shingle_matrix`); the intersection of a pair is
+    the row sum of the element-wise product of its two rows (scipy merges the sorted rows in
+    C++), the union is |A| + |B| - |A ∩ B|. No loop over pairs: they go in chunks whose rows
+    hold at most ``budget`` shingles together (bounds the product's memory).
     """
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     out = np.zeros(a.size, np.float64)
-    if a.size == 0 or sh.size == 0:
+    if a.size == 0 or np.asarray(sh).size == 0:
         return out
-    node = np.asarray(node, np.int64)
-    if node.size > 1 and np.all(node[1:] >= node[:-1]):  # as read back: grouped, no sort needed
-        starts_of = np.concatenate([[True], node[1:] != node[:-1]])
-        uniq, node_index = node[starts_of], np.cumsum(starts_of) - 1
-    else:
-        uniq, node_index = np.unique(node, return_inverse=True)
-    # dense shingle ids (so node and shingle fit one uint64): Polars' dense rank, multi-threaded
-    dense = pl.Series(np.asarray(sh, np.uint64)).rank("dense").to_numpy().astype(np.uint64) - np.uint64(1)
-    if dense.size and int(dense.max()) >= 1 << 32:
-        raise ValueError("more than 2**32 distinct shingles in one verification task")
-    shift, low = np.uint64(32), np.uint64(0xFFFFFFFF)
-    key = np.sort((node_index.astype(np.uint64) << shift) | dense)
-    key = key[np.concatenate([[True], key[1:] != key[:-1]])]  # (np.unique hashes: slower here)
-    counts = np.bincount((key >> shift).astype(np.int64), minlength=uniq.size)
-    starts = np.cumsum(counts) - counts
+    uniq, matrix = shingle_matrix(node, sh)
+    sizes = np.diff(matrix.indptr)
 
     def index(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         i = np.minimum(np.searchsorted(uniq, nodes), uniq.size - 1)
-        return i, np.where(uniq[i] == nodes, counts[i], 0)
+        return i, np.where(uniq[i] == nodes, sizes[i], 0)
 
     ia, na = index(a)
     ib, nb = index(b)
-    swap = na > nb
-    small, big = np.where(swap, ib, ia), np.where(swap, ia, ib)
-    n_small = np.minimum(na, nb)
-    chunk_of = (np.cumsum(n_small) - n_small) // budget
+    cost = np.cumsum(na + nb)
+    chunk_of = (cost - (na + nb)) // max(1, budget)
     bounds = np.flatnonzero(np.diff(chunk_of)) + 1
     inter = np.zeros(a.size, np.int64)
     for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [a.size]]), strict=True):
-        sizes = n_small[lo:hi]
-        total = int(sizes.sum())
-        if total == 0:
+        both = (na[lo:hi] > 0) & (nb[lo:hi] > 0)
+        if not both.any():
             continue
-        pair = np.repeat(np.arange(lo, hi), sizes)
-        first = np.cumsum(sizes) - sizes
-        pos = starts[small[pair]] + (np.arange(total) - np.repeat(first, sizes))
-        query = (big[pair].astype(np.uint64) << shift) | (key[pos] & low)
-        found = np.minimum(np.searchsorted(key, query), key.size - 1)
-        inter[lo:hi] = np.bincount(pair[key[found] == query] - lo, minlength=hi - lo)
+        pick = np.flatnonzero(both) + lo
+        product = matrix[ia[pick]].multiply(matrix[ib[pick]])
+        inter[pick] = np.asarray(product.sum(axis=1)).ravel().astype(np.int64)
     union = na + nb - inter
     np.divide(inter, union, out=out, where=union > 0)
     return out

@@ -5,7 +5,8 @@ pass 1 (per input shard): exact keys, shingles, MinHash signatures, band keys �
 pass 2 (per band partition): buckets → candidate edges → ``_work/edges/s=SSSSS/p=PPPPP.parquet``
   (partitioned by the input shard of the edge's first document).
 pass 2b (per input shard): edges de-duplicated and, with ``verify``, checked by their true
-  Jaccard (from the shingles pass 1 stored, read for the documents involved only) → ``_work/verified/``.
+  Jaccard (from the shingles pass 1 stored as memory-mapped ``.npy`` arrays, only the documents
+  involved read) → ``_work/verified/``.
 lookup (per input shard): true Jaccard of (removed, kept) pairs and ids of referenced rows.
 pass 3 (per input shard): kept rows (+ near_group) → output, removed rows → audit.
 
@@ -95,6 +96,22 @@ def write_work(plan: Plan, frame: pl.DataFrame, relpath: str) -> ShardInfo:
     return info
 
 
+def write_work_array(plan: Plan, array: np.ndarray, relpath: str) -> ShardInfo:
+    """Write one NumPy array under _work atomically (a ``.npy`` file, read back memory-mapped:
+    a reader gathers only the slices it needs, with no decoding)."""
+    target = plan.output.outputs["work"] / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        info = ShardInfo(relpath, int(array.shape[0]), tmp.stat().st_size, "")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return info
+
+
 def _record(plan: Plan, task: str, outputs: dict[str, list], counts: dict[str, int],
             extra: dict[str, Any] | None = None) -> TaskRecord:
     record = TaskRecord(task=task, fingerprint="", outputs=outputs, counts=counts, extra=extra or {})
@@ -116,15 +133,15 @@ def _score(keep: str, sh: minhash.Shingles, n: int) -> np.ndarray:
 
 # -- pass 1 ------------------------------------------------------------------------------------
 def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int,
-                       plan: Plan) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Band rows (band, key, node, ekey, score), signatures (row, sig) and shingles (row, sh: one
-    row per shingle in text order, repeats kept, for --verify) of one batch of texts. Pure."""
+                       plan: Plan) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray, np.ndarray]:
+    """Band rows (band, key, node, ekey, score), signatures (row, sig), and for --verify the
+    shingle hashes (in text order, repeats kept) with the number of them of each text. Pure."""
     n = len(texts)
     nodes = (np.int64(shard) << ROW_BITS) | (np.arange(n, dtype=np.int64) + first_row)
     ekey = minhash.exact_keys(texts)
     parts = []
     signed = pl.DataFrame(schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
-    sets = pl.DataFrame(schema={"row": pl.Int64, "sh": pl.UInt64})
+    hashes, per_text = np.zeros(0, np.uint64), np.zeros(n, np.int64)
     sh = minhash.shingle_hashes(texts, plan.ngram) if plan.near or plan.keep != "first" else None
     score = _score(plan.keep, sh, n) if sh is not None else np.zeros(n)
     if plan.exact:
@@ -139,7 +156,7 @@ def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int,
         if plan.verify:
             # as produced (repeats kept): sorting and de-duplicating here cost more than doing it
             # in pass 2b for the few documents that have a candidate to check
-            sets = pl.DataFrame({"row": sh.doc + first_row, "sh": sh.hashes})
+            hashes, per_text = sh.hashes, np.bincount(sh.doc, minlength=n).astype(np.int64)
         families = [(0, plan.bands, plan.rows), (plan.bands, plan.group_bands, plan.group_rows)]
         for offset, bands, rows in families:
             if bands == 0 or docs.size == 0:
@@ -155,8 +172,8 @@ def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int,
             }))
     if not parts:
         return pl.DataFrame(schema={"band": pl.UInt16, "key": pl.UInt64, "node": pl.Int64,
-                                    "ekey": pl.UInt64, "score": pl.Float64}), signed, sets
-    return pl.concat(parts), signed, sets
+                                    "ekey": pl.UInt64, "score": pl.Float64}), signed, hashes, per_text
+    return pl.concat(parts), signed, hashes, per_text
 
 
 def dedup_key_text(key: str, schema) -> pl.Expr:
@@ -182,20 +199,23 @@ def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     total = len(lengths)
     starts = batch_starts(lengths, plan.batch_docs, plan.batch_bytes)  # [0] for an empty shard,
     stops = [*starts[1:], total]  # which still writes its files
-    pieces, signed, shingle_sets, text_bytes = [], [], [], 0
+    pieces, signed, hashes, per_text, text_bytes = [], [], [], [], 0
     for start, stop in zip(starts.tolist(), stops, strict=True):
         texts = frame.slice(start, stop - start).collect()["text"]
         text_bytes += int(texts.str.len_bytes().sum() or 0)
-        band_rows, sigs, sets = band_rows_of_batch(texts, start, shard, plan)
+        band_rows, sigs, batch_hashes, batch_counts = band_rows_of_batch(texts, start, shard, plan)
         pieces.append(band_rows)
         signed.append(sigs)
-        shingle_sets.append(sets)
+        hashes.append(batch_hashes)
+        per_text.append(batch_counts)
     rows = pl.concat(pieces).with_columns(p=partition_of(plan.partitions))
     written = []
     if plan.near:
         written.append(write_work(plan, pl.concat(signed), f"sig/s={shard:05d}.parquet"))
-    if plan.near and plan.verify:
-        written.append(write_work(plan, pl.concat(shingle_sets), f"shingles/s={shard:05d}.parquet"))
+    if plan.near and plan.verify:  # row r's shingles: hashes[offsets[r]:offsets[r + 1]]
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(per_text))]).astype(np.int64)
+        written.append(write_work_array(plan, np.concatenate(hashes), f"shingles/s={shard:05d}.npy"))
+        written.append(write_work_array(plan, offsets, f"shingles/s={shard:05d}.offsets.npy"))
     for (part,), piece in sorted(rows.partition_by("p", as_dict=True).items()):
         rel = f"bands/p={part:05d}/s={shard:05d}.parquet"
         written.append(write_work(plan, piece.drop("p"), rel))
@@ -262,25 +282,42 @@ def _rows_of(plan: Plan, kind: str, nodes: np.ndarray):
                            .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode())))
 
 
-def load_shingles(plan: Plan, nodes: np.ndarray) -> pl.DataFrame:
-    """(node, sh) shingle rows (repeats kept) of the given documents, read shard by shard from the shingle files pass 1 wrote (only the rows asked for are kept)."""
-    frames = [frame.select(node=pl.col("row") + (shard << ROW_BITS), sh="sh").collect()
-              for shard, frame in _rows_of(plan, "shingles", nodes)]
-    if not frames:
-        return pl.DataFrame(schema={"node": pl.Int64, "sh": pl.UInt64})
-    return pl.concat(frames)
+def _shingle_store(plan: Plan, shard: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, offsets) of a shard's stored shingles, memory-mapped (nothing read yet)."""
+    folder = Path(plan.work) / "shingles"
+    return (np.load(folder / f"s={shard:05d}.npy", mmap_mode="r"),
+            np.load(folder / f"s={shard:05d}.offsets.npy", mmap_mode="r"))
+
+
+def load_shingles(plan: Plan, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(node of each shingle, shingle hash) of the given documents, grouped by node in node
+    order (repeats kept): for each shard, the documents' slices of its memory-mapped store are
+    gathered with one fancy index (only their pages are read)."""
+    nodes = np.unique(np.asarray(nodes, np.int64))
+    node_parts, hash_parts = [], []
+    for shard in np.unique(shard_of(nodes)):
+        mine = nodes[shard_of(nodes) == shard]
+        store, offsets = _shingle_store(plan, int(shard))
+        rows = mine % (1 << ROW_BITS)
+        first, count = offsets[rows], offsets[rows + 1] - offsets[rows]
+        position = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        node_parts.append(np.repeat(mine, count))
+        hash_parts.append(np.asarray(store[position], np.uint64))
+    if not node_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    return np.concatenate(node_parts), np.concatenate(hash_parts)
 
 
 def shingle_counts(plan: Plan, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted nodes, shingle rows of each) of the given documents; reads only the `row` column."""
-    found, sizes = [], []
-    for shard, rows in _rows_of(plan, "shingles", nodes):
-        frame = rows.select("row").group_by("row").len().collect()
-        found.append((np.int64(shard) << ROW_BITS) | frame["row"].to_numpy().astype(np.int64))
-        sizes.append(frame["len"].to_numpy().astype(np.int64))
-    found_all, sizes_all = np.concatenate(found), np.concatenate(sizes)
-    order = np.argsort(found_all)
-    return found_all[order], sizes_all[order]
+    """(sorted nodes, shingle rows of each) of the given documents, from the stores' offsets."""
+    nodes = np.unique(np.asarray(nodes, np.int64))
+    sizes = np.zeros(nodes.size, np.int64)
+    for shard in np.unique(shard_of(nodes)):
+        mine = shard_of(nodes) == shard
+        _, offsets = _shingle_store(plan, int(shard))
+        rows = nodes[mine] % (1 << ROW_BITS)
+        sizes[mine] = offsets[rows + 1] - offsets[rows]
+    return nodes, sizes
 
 
 def pair_similarity(plan: Plan, pairs: pl.DataFrame, budget: int = 4_000_000,
@@ -288,9 +325,10 @@ def pair_similarity(plan: Plan, pairs: pl.DataFrame, budget: int = 4_000_000,
     """True Jaccard (the truth's definition, over 64-bit shingle hashes) of pairs a, b.
 
     The pairs go in chunks whose documents hold at most ``max_shingles`` shingle rows together
-    (counted first from the `row` column alone; a pair larger than that goes alone): the sets
-    of a chunk's documents are read once, and `minhash.jaccard_of_sets` looks the smaller set of
-    each pair up in the larger one (NumPy, in chunks of ``budget`` shingles). Without chunks a
+    (counted from the stores' offsets; a pair larger than that goes alone): the sets of a
+    chunk's documents are gathered once from the memory-mapped stores, and
+    `minhash.jaccard_of_sets` intersects each pair's rows of a sparse matrix (scipy, in chunks
+    of ``budget`` shingles). Without chunks a
     task held every set at once: at 72x the scale corpus, 4,251 documents of long man pages
     took 512 MiB workers over their limit."""
     if pairs.height == 0:
@@ -311,9 +349,8 @@ def pair_similarity(plan: Plan, pairs: pl.DataFrame, budget: int = 4_000_000,
     sims = np.zeros(a.size, np.float64)
     for chunk in np.unique(chunk_of):
         pick = np.flatnonzero(chunk_of == chunk)
-        shingles = load_shingles(plan, np.concatenate([a[pick], b[pick]]))
-        sims[pick] = minhash.jaccard_of_sets(shingles["node"].to_numpy(), shingles["sh"].to_numpy(),
-                                             a[pick], b[pick], budget)
+        node, sh = load_shingles(plan, np.concatenate([a[pick], b[pick]]))
+        sims[pick] = minhash.jaccard_of_sets(node, sh, a[pick], b[pick], budget)
     return pl.Series("similarity", sims, pl.Float64)
 
 
