@@ -131,14 +131,26 @@ def _say(message: str) -> None:
     print(f"dedup: {message}", file=sys.stderr)
 
 
-def input_bytes_of(shards: list[Path]) -> int:
-    """Uncompressed bytes of the shards (every column: the key text may be `text`, the prompt
+def shard_bytes(shards: list[Path] | list[str]) -> list[int]:
+    """Uncompressed bytes of each shard (every column: the key text may be `text`, the prompt
     and response, or chat turns), from their Parquet footers: nothing is read."""
-    total = 0
+    sizes = []
     for shard in shards:
         meta = pq.ParquetFile(shard).metadata
-        total += sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
-    return total
+        sizes.append(sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)))
+    return sizes
+
+
+def input_bytes_of(shards: list[Path]) -> int:
+    """Uncompressed bytes of the shards, from their Parquet footers."""
+    return sum(shard_bytes(shards))
+
+
+def largest_first(sizes: list[int]) -> list[int]:
+    """Task indices, largest first (ties in index order): started in that order, the long tasks
+    do not end up alone at the end of a pass while the other workers idle (on the man pages
+    one shard of 9 takes a quarter of pass 1)."""
+    return sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
 
 
 class ThreadedTasks:
@@ -212,20 +224,24 @@ def _run_passes(plan: Plan, run: StageRun, details: dict) -> list:
     the driver, then the write pass over the shards still to do; their records."""
     n = len(plan.shards)
     records = []
+    by_size = largest_first(shard_bytes(plan.shards))
     if plan.exact or plan.near:
-        records += run.map_pending(pass1_shard, [f"pass1:{i}" for i in range(n)],
-                                   [(plan, i) for i in range(n)], "dedup signatures")
+        records += run.map_pending(pass1_shard, [f"pass1:{i}" for i in by_size],
+                                   [(plan, i) for i in by_size], "dedup signatures")
         records += run.map_pending(pass2_partition, [f"pass2:{p}" for p in range(plan.partitions)],
                                    [(plan, p) for p in range(plan.partitions)], "dedup buckets")
-        records += run.map_pending(pass2b_verify, [f"verify:{i}" for i in range(n)],
-                                   [(plan, i) for i in range(n)], "dedup verify")
+        edges = largest_first([sum(f.stat().st_size for f in (Path(plan.work) / "edges" / f"s={i:05d}").glob("*.parquet"))
+                               for i in range(n)])
+        records += run.map_pending(pass2b_verify, [f"verify:{i}" for i in edges],
+                                   [(plan, i) for i in edges], "dedup verify")
     counts = sum_counts(records)
     details.update({k: v for k, v in counts.items() if k in ("candidate_edges", "verified_pairs", "edges_kept")})
     details["text_bytes"] = sum(int(r.extra.get("text_bytes", 0)) for r in records)
 
     assign = assignments(plan, run.engine, details)
     items = []
-    for task in run.todo:
+    rank = {shard: place for place, shard in enumerate(by_size)}
+    for task in sorted(run.todo, key=lambda t: rank[t.index]):
         piece = assign.filter(pl.col("node") // (1 << ROW_BITS) == task.index)
         piece = piece.with_columns(row=pl.col("node") % (1 << ROW_BITS)).drop("node")
         items.append((plan, task.index, task.key, task.relpath, piece))

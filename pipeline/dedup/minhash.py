@@ -94,12 +94,15 @@ class Shingles:
 def token_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row of each token, xxHash64 of each token, tokens per text) over a batch of texts, in
     text order."""
+    # each token is hashed inside its list (no exploded copy of the token strings), then only
+    # the hashes are flattened
     frame = pl.DataFrame({"text": texts}).with_row_index("row").select(
         pl.col("row").cast(pl.Int64),
-        pl.col("text").fill_null("").str.to_lowercase().str.extract_all(TOKEN_PATTERN).alias("tok"),
+        pl.col("text").fill_null("").str.to_lowercase().str.extract_all(TOKEN_PATTERN)
+        .list.eval(xxhash64(pl.element())).alias("h"),
     )
-    counts = frame["tok"].list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = frame.explode("tok").drop_nulls("tok").select("row", xxhash64("tok").alias("h"))
+    counts = frame["h"].list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = frame.explode("h").drop_nulls("h")
     return flat["row"].to_numpy(), flat["h"].to_numpy().astype(np.uint64), counts
 
 

@@ -133,14 +133,15 @@ def _score(keep: str, sh: minhash.Shingles, n: int) -> np.ndarray:
 
 # -- pass 1 ------------------------------------------------------------------------------------
 def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int,
-                       plan: Plan) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray, np.ndarray]:
-    """Band rows (band, key, node, ekey, score), signatures (row, sig), and for --verify the
+                       plan: Plan) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """Band rows (band, key, node, ekey, score), signatures (uint32 [texts, num_perm], zeros for
+    a text without shingles), and for --verify the
     shingle hashes (in text order, repeats kept) with the number of them of each text. Pure."""
     n = len(texts)
     nodes = (np.int64(shard) << ROW_BITS) | (np.arange(n, dtype=np.int64) + first_row)
     ekey = minhash.exact_keys(texts)
     parts = []
-    signed = pl.DataFrame(schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
+    signed = np.zeros((n, plan.num_perm if plan.near else 0), np.uint32)  # a text without shingles: zeros
     hashes, per_text = np.zeros(0, np.uint64), np.zeros(n, np.int64)
     sh = minhash.shingle_hashes(texts, plan.ngram) if plan.near or plan.keep != "first" else None
     score = _score(plan.keep, sh, n) if sh is not None else np.zeros(n)
@@ -151,8 +152,7 @@ def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int,
         }))
     if plan.near:
         docs, sig = minhash.signatures(sh, plan.num_perm, plan.seed)
-        signed = pl.DataFrame({"row": docs + first_row, "sig": sig},
-                              schema={"row": pl.Int64, "sig": pl.Array(pl.UInt32, plan.num_perm)})
+        signed[docs] = sig
         if plan.verify:
             # as produced (repeats kept): sorting and de-duplicating here cost more than doing it
             # in pass 2b for the few documents that have a candidate to check
@@ -194,14 +194,15 @@ def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     plan, shard = args
     path = plan.shards[shard]
     frame = pl.scan_parquet(path, hive_partitioning=False)
-    frame = frame.select(dedup_key_text(plan.key, frame.collect_schema()).alias("text"))
-    lengths = frame.select(pl.col("text").str.len_bytes().fill_null(0)).collect().to_series().to_numpy()
+    # the shard's key text is read once (a shard bounds memory; pass 3 reads whole shards too)
+    text = frame.select(dedup_key_text(plan.key, frame.collect_schema()).alias("text")).collect()["text"]
+    lengths = text.str.len_bytes().fill_null(0).to_numpy()
     total = len(lengths)
     starts = batch_starts(lengths, plan.batch_docs, plan.batch_bytes)  # [0] for an empty shard,
     stops = [*starts[1:], total]  # which still writes its files
     pieces, signed, hashes, per_text, text_bytes = [], [], [], [], 0
     for start, stop in zip(starts.tolist(), stops, strict=True):
-        texts = frame.slice(start, stop - start).collect()["text"]
+        texts = text.slice(start, stop - start)
         text_bytes += int(texts.str.len_bytes().sum() or 0)
         band_rows, sigs, batch_hashes, batch_counts = band_rows_of_batch(texts, start, shard, plan)
         pieces.append(band_rows)
@@ -211,7 +212,7 @@ def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     rows = pl.concat(pieces).with_columns(p=partition_of(plan.partitions))
     written = []
     if plan.near:
-        written.append(write_work(plan, pl.concat(signed), f"sig/s={shard:05d}.parquet"))
+        written.append(write_work_array(plan, np.concatenate(signed), f"sig/s={shard:05d}.npy"))
     if plan.near and plan.verify:  # row r's shingles: hashes[offsets[r]:offsets[r + 1]]
         offsets = np.concatenate([[0], np.cumsum(np.concatenate(per_text))]).astype(np.int64)
         written.append(write_work_array(plan, np.concatenate(hashes), f"shingles/s={shard:05d}.npy"))
@@ -272,16 +273,6 @@ def pass2_partition(args: tuple[Plan, int]) -> TaskRecord:
 
 
 # -- pass 2b -----------------------------------------------------------------------------------
-def _rows_of(plan: Plan, kind: str, nodes: np.ndarray):
-    """(shard, lazy frame of the given documents' rows) for each pass-1 `kind` file ("sig",
-    "shingles") holding any of the nodes; the filter keeps only the rows asked for."""
-    nodes = np.unique(nodes)
-    for shard in np.unique(shard_of(nodes)):
-        rows = nodes[shard_of(nodes) == shard] % (1 << ROW_BITS)
-        yield int(shard), (pl.scan_parquet(str(Path(plan.work) / kind / f"s={int(shard):05d}.parquet"))
-                           .filter(pl.col("row").is_in(pl.Series(rows, dtype=pl.Int64).implode())))
-
-
 def _shingle_store(plan: Plan, shard: int) -> tuple[np.ndarray, np.ndarray]:
     """(hashes, offsets) of a shard's stored shingles, memory-mapped (nothing read yet)."""
     folder = Path(plan.work) / "shingles"
@@ -355,14 +346,15 @@ def pair_similarity(plan: Plan, pairs: pl.DataFrame, budget: int = 4_000_000,
 
 
 def load_signatures(plan: Plan, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted nodes, uint32 [n, num_perm] signatures) of the given documents, shard by shard."""
-    found, sigs = [], []
-    for shard, rows in _rows_of(plan, "sig", nodes):
-        frame = rows.collect()
-        found.append((np.int64(shard) << ROW_BITS) | frame["row"].to_numpy())
-        sigs.append(frame["sig"].to_numpy())
-    order = np.argsort(np.concatenate(found))
-    return np.concatenate(found)[order], np.concatenate(sigs)[order]
+    """(sorted nodes, uint32 [n, num_perm] signatures) of the given documents, gathered shard by
+    shard from the memory-mapped signature arrays pass 1 wrote."""
+    nodes = np.unique(np.asarray(nodes, np.int64))
+    sigs = np.zeros((nodes.size, plan.num_perm), np.uint32)
+    for shard in np.unique(shard_of(nodes)):
+        mine = shard_of(nodes) == shard
+        store = np.load(Path(plan.work) / "sig" / f"s={int(shard):05d}.npy", mmap_mode="r")
+        sigs[mine] = store[nodes[mine] % (1 << ROW_BITS)]
+    return nodes, sigs
 
 
 def estimated_similarity(plan: Plan, pairs: pl.DataFrame, chunk: int = 50000) -> np.ndarray:
