@@ -7,8 +7,6 @@ Only documents that appear in an edge are nodes; they are compacted to 0..k-1 wi
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 def components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -16,6 +14,9 @@ def components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     nodes: sorted unique int64 ids of every endpoint; labels: int64, equal within a component.
     """
+    from scipy.sparse import coo_matrix  # imported here: see pipeline.dedup.warm_imports
+    from scipy.sparse.csgraph import connected_components
+
     nodes = np.unique(np.concatenate([a, b])).astype(np.int64)
     if nodes.size == 0:
         return nodes, np.zeros(0, np.int64)

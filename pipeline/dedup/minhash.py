@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
 from pipeline.hashing import xxhash64
 
@@ -228,12 +227,14 @@ def optimal_bands_rows(threshold: float, num_perm: int, fn_weight: float = 0.5) 
     return best
 
 
-def shingle_matrix(node: np.ndarray, sh: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+def shingle_matrix(node: np.ndarray, sh: np.ndarray):
     """(sorted distinct nodes, CSR matrix with one row per node holding its shingle set).
 
     The column of a shingle is its 64-bit hash shifted right by one (a non-negative int64;
     scipy's CSR takes any such index, so no dense ids and no global sort are needed); rows are
     sorted and de-duplicated per row by scipy (C++), every stored value is 1."""
+    import scipy.sparse as sp  # imported here: see pipeline.dedup.warm_imports
+
     node = np.asarray(node, np.int64)
     if node.size > 1 and np.all(node[1:] >= node[:-1]):  # as read back: grouped, no sort needed
         order = None
