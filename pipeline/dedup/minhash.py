@@ -46,15 +46,19 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _collapsed(text: pl.Expr) -> pl.Expr:
+    # = replace_all(r"\s+", " "), twice as fast: a lone space (most whitespace) is not a match,
+    # so it is neither matched nor copied; runs and any other whitespace character are
+    return text.str.replace_all(r"\s\s+|[^\S ]", " ").str.strip_chars()
+
+
 def normalised_text(column: str = "text", nfkc: bool = True) -> pl.Expr:
     """The text exact duplicates are judged on: NFKC, lower case, whitespace runs → one space.
     ``nfkc=False`` skips NFKC (the identity on ASCII text, see `exact_keys`)."""
     text = pl.col(column).fill_null("")
     if nfkc:
         text = text.str.normalize("NFKC")
-    # = replace_all(r"\s+", " "), twice as fast: a lone space (most whitespace) is not a match,
-    # so it is neither matched nor copied; runs and any other whitespace character are
-    return text.str.to_lowercase().str.replace_all(r"\s\s+|[^\S ]", " ").str.strip_chars()
+    return _collapsed(text.str.to_lowercase())
 
 
 def exact_key(column: str = "text") -> pl.Expr:
@@ -62,16 +66,18 @@ def exact_key(column: str = "text") -> pl.Expr:
     return xxhash64(normalised_text(column))
 
 
-def exact_keys(texts: pl.Series) -> np.ndarray:
-    """`exact_key` of each text (uint64), NFKC applied only to the texts with a non-ASCII byte:
-    NFKC leaves ASCII unchanged, and it is most of the cost on mostly-ASCII corpora."""
-    frame = pl.DataFrame({"text": texts}, schema={"text": pl.String})
+def exact_keys(texts: pl.Series, lower: pl.Series | None = None) -> np.ndarray:
+    """`exact_key` of each text (uint64). NFKC is applied only to the texts with a non-ASCII
+    byte: it leaves ASCII unchanged and is most of the cost on mostly-ASCII corpora. ``lower``:
+    the texts already lower-cased (null as ""), when the caller has them (pass 1 tokenises them)."""
+    if lower is None:
+        lower = texts.fill_null("").str.to_lowercase()
+    frame = pl.DataFrame({"text": texts, "lower": lower}, schema={"text": pl.String, "lower": pl.String})
+    out = frame.select(xxhash64(_collapsed(pl.col("lower"))))[:, 0].to_numpy().astype(np.uint64)
     # a non-ASCII character takes more than one byte in UTF-8 (no regex scan needed)
     wide = frame.select((pl.col("text").str.len_bytes() != pl.col("text").str.len_chars())
                         .fill_null(False))["text"].to_numpy()
-    out = np.empty(frame.height, np.uint64)
-    out[~wide] = frame.filter(~pl.Series(wide)).select(xxhash64(normalised_text("text", nfkc=False)))[:, 0].to_numpy()
-    if wide.any():
+    if wide.any():  # NFKC first, then the rest (lower-casing need not commute with NFKC)
         out[wide] = frame.filter(pl.Series(wide)).select(exact_key("text"))[:, 0].to_numpy()
     return out
 
@@ -90,14 +96,15 @@ class Shingles:
     tokens: np.ndarray
 
 
-def token_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def token_hashes(texts: pl.Series, lowered: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row of each token, xxHash64 of each token, tokens per text) over a batch of texts, in
-    text order."""
+    text order (``lowered``: the texts are already lower-cased)."""
+    text = pl.col("text").fill_null("")
     # each token is hashed inside its list (no exploded copy of the token strings), then only
     # the hashes are flattened
     frame = pl.DataFrame({"text": texts}).with_row_index("row").select(
         pl.col("row").cast(pl.Int64),
-        pl.col("text").fill_null("").str.to_lowercase().str.extract_all(TOKEN_PATTERN)
+        (text if lowered else text.str.to_lowercase()).str.extract_all(TOKEN_PATTERN)
         .list.eval(xxhash64(pl.element())).alias("h"),
     )
     counts = frame["h"].list.len().fill_null(0).to_numpy().astype(np.int64)
@@ -105,15 +112,16 @@ def token_hashes(texts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return flat["row"].to_numpy(), flat["h"].to_numpy().astype(np.uint64), counts
 
 
-def shingle_hashes(texts: pl.Series, ngram: int = 5) -> Shingles:
-    """Word n-gram shingle hashes of every text of a batch (see the module docstring).
+def shingle_hashes(texts: pl.Series, ngram: int = 5, lowered: bool = False) -> Shingles:
+    """Word n-gram shingle hashes of every text of a batch (see the module docstring;
+    ``lowered``: the texts are already lower-cased).
 
     The window sums run over the whole batch's token array with contiguous slices (a window
     that crosses into the next text is computed, then masked out), so the cost is ``ngram``
     multiply-adds per token, not a gather per shingle."""
     if not 1 <= ngram <= len(_MULTIPLIERS):
         raise ValueError(f"ngram must be 1..{len(_MULTIPLIERS)}, got {ngram}")
-    rows, h, tokens = token_hashes(texts)
+    rows, h, tokens = token_hashes(texts, lowered)
     if h.size == 0:
         return Shingles(np.zeros(0, np.uint64), np.zeros(0, np.int64), tokens)
     starts = np.cumsum(tokens) - tokens

@@ -139,11 +139,12 @@ def band_rows_of_batch(texts: pl.Series, first_row: int, shard: int,
     shingle hashes (in text order, repeats kept) with the number of them of each text. Pure."""
     n = len(texts)
     nodes = (np.int64(shard) << ROW_BITS) | (np.arange(n, dtype=np.int64) + first_row)
-    ekey = minhash.exact_keys(texts)
+    lower = texts.fill_null("").str.to_lowercase()  # once, for the exact keys and the tokens
+    ekey = minhash.exact_keys(texts, lower)
     parts = []
     signed = np.zeros((n, plan.num_perm if plan.near else 0), np.uint32)  # a text without shingles: zeros
     hashes, per_text = np.zeros(0, np.uint64), np.zeros(n, np.int64)
-    sh = minhash.shingle_hashes(texts, plan.ngram) if plan.near or plan.keep != "first" else None
+    sh = minhash.shingle_hashes(lower, plan.ngram, lowered=True) if plan.near or plan.keep != "first" else None
     score = _score(plan.keep, sh, n) if sh is not None else np.zeros(n)
     if plan.exact:
         parts.append(pl.DataFrame({
