@@ -286,3 +286,44 @@ def test_partition_count_changes_no_byte(spdx_input, tmp_path, local_engine):
         ma = json.loads((tmp_path / "a" / name / "_manifest.json").read_text())
         mb = json.loads((tmp_path / "b" / name / "_manifest.json").read_text())
         assert ma["content_sha256"] == mb["content_sha256"], name
+
+
+def test_resume_reuses_the_stored_signatures_and_redoes_a_damaged_store(spdx_input, tmp_path, local_engine,
+                                                                         monkeypatch):
+    """Pass 1 keeps signatures and shingle sets as .npy arrays under _work; a run that dies in
+    the write pass resumes from them (no shard is signed again), except a shard whose store was
+    cut short (its size no longer matches the record), and the result is byte-identical."""
+    from pipeline.dedup import passes
+    from pipeline.errors import ShardError
+
+    clean = dedup.run([spdx_input], tmp_path / "clean" / "unique", dedup.Options(), local_engine)
+    real_write = passes.pass3_shard
+
+    def dies_on_shard_1(args):
+        if args[1] == 1:
+            raise RuntimeError("killed")
+        return real_write(args)
+
+    monkeypatch.setattr(dedup, "pass3_shard", dies_on_shard_1)
+    with pytest.raises(ShardError):
+        dedup.run([spdx_input], tmp_path / "b" / "unique", dedup.Options(), local_engine)
+    work = tmp_path / "b" / "unique" / "_work"
+    stores = sorted((work / "shingles").glob("s=*.npy")) + sorted((work / "sig").glob("s=*.npy"))
+    assert [p.name for p in stores] == ["s=00000.npy", "s=00000.offsets.npy", "s=00001.npy", "s=00001.offsets.npy",
+                                        "s=00002.npy", "s=00002.offsets.npy", "s=00000.npy", "s=00001.npy", "s=00002.npy"]
+    assert np.load(work / "sig" / "s=00000.npy").shape == (250, 128)
+    offsets = np.load(work / "shingles" / "s=00002.offsets.npy")  # 228 licences: row r is [r, r + 1)
+    assert offsets.shape == (229,) and offsets[-1] == np.load(work / "shingles" / "s=00002.npy").size
+    damaged = work / "shingles" / "s=00002.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-800])  # shard 2's shingle store is cut short
+
+    signed = []
+    monkeypatch.setattr(dedup, "pass3_shard", real_write)
+    monkeypatch.setattr(dedup, "pass1_shard", lambda args: signed.append(args[1]) or passes.pass1_shard(args))
+    again = dedup.run([spdx_input], tmp_path / "b" / "unique", dedup.Options(), local_engine)
+    assert signed == [2]  # only the shard whose store was damaged is signed again
+    assert again.rows_out == clean.rows_out and again.dropped == clean.dropped
+    for name in ("unique", "duplicates"):
+        ma = json.loads((tmp_path / "clean" / name / "_manifest.json").read_text())
+        mb = json.loads((tmp_path / "b" / name / "_manifest.json").read_text())
+        assert ma["content_sha256"] == mb["content_sha256"], name
