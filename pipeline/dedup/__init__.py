@@ -195,11 +195,11 @@ class ThreadedTasks:
         return results
 
 
-def tasks_runner(engine: Engine, shards: list[Path], options: Options) -> Engine | ThreadedTasks:
+def tasks_runner(engine: Engine, sizes: list[int], options: Options) -> Engine | ThreadedTasks:
     """Where dedup's tasks run: the engine, unless no cluster runs yet (a local engine not
-    started) and the input is below `in_process_below` bytes of text."""
+    started) and the input (`sizes`: bytes of each shard) is below `in_process_below` bytes."""
     idle_local = engine.scheduler is None and engine.client is None and engine.workers > 0
-    if idle_local and options.in_process_below and input_bytes_of(shards) < options.in_process_below:
+    if idle_local and options.in_process_below and sum(sizes) < options.in_process_below:
         return ThreadedTasks(engine)
     return engine
 
@@ -231,12 +231,12 @@ def _plan(run: StageRun, options: Options, details: dict) -> Plan:
                 key=options.key)
 
 
-def _run_passes(plan: Plan, run: StageRun, details: dict) -> list:
+def _run_passes(plan: Plan, run: StageRun, details: dict, sizes: list[int]) -> list:
     """Signatures, buckets and verification (each resumable on its own keys), the components on
     the driver, then the write pass over the shards still to do; their records."""
     n = len(plan.shards)
     records = []
-    by_size = largest_first(shard_bytes(plan.shards))
+    by_size = largest_first(sizes)
     if plan.exact or plan.near:
         records += run.map_pending(pass1_shard, [f"pass1:{i}" for i in by_size],
                                    [(plan, i) for i in by_size], "dedup signatures")
@@ -361,11 +361,12 @@ class Dedup(Stage):
         per-shard task that resume looks up; small inputs run on threads (tasks_runner)."""
         warm_imports()
         run = StageRun(self, inputs, output, engine, fresh=fresh)
-        run.engine = tasks_runner(engine, run.shards, self.options)
+        sizes = shard_bytes(run.shards)  # from the Parquet footers: where tasks run, and their order
+        run.engine = tasks_runner(engine, sizes, self.options)
         details: dict = {}
         plan = _plan(run, self.options, details)
         if run.todo:
-            records = run.done + _run_passes(plan, run, details)
+            records = run.done + _run_passes(plan, run, details, sizes)
             # what the passes counted (candidate edges, groups, ...) outlives _work: a resume with
             # nothing left to do writes the same manifest details, not the bare band numbers
             run.store.commit(TaskRecord(task=DETAILS_TASK, fingerprint="", outputs={}, counts={}, extra=details))

@@ -256,7 +256,7 @@ def test_small_input_runs_on_threads_without_starting_a_cluster(spdx_input, tmp_
     from pipeline.engine import Engine
 
     threaded_engine = Engine(workers=2, progress=False)
-    runner = dedup.tasks_runner(threaded_engine, sorted(spdx_input.glob("*.parquet")), dedup.Options())
+    runner = dedup.tasks_runner(threaded_engine, dedup.shard_bytes(sorted(spdx_input.glob("*.parquet"))), dedup.Options())
     assert isinstance(runner, dedup.ThreadedTasks) and runner.threads == 2
     assert dedup.input_bytes_of(sorted(spdx_input.glob("*.parquet"))) > 4_000_000  # the licences
     threaded = dedup.run([spdx_input], tmp_path / "a" / "unique", dedup.Options(), threaded_engine)
@@ -273,7 +273,7 @@ def test_small_input_runs_on_threads_without_starting_a_cluster(spdx_input, tmp_
         runner.map(lambda x: 1 // x, [1, 0, 2], labels=["shard-a", "shard-b", "shard-c"])
     assert runner.map(lambda x: 10 * x, [3, 1, 2]) == [30, 10, 20]  # in the order of the items
     small = dedup.Options(in_process_below=1000)
-    assert dedup.tasks_runner(threaded_engine, sorted(spdx_input.glob("*.parquet")), small) is threaded_engine
+    assert dedup.tasks_runner(threaded_engine, dedup.shard_bytes(sorted(spdx_input.glob("*.parquet"))), small) is threaded_engine
 
 
 def test_partition_count_changes_no_byte(spdx_input, tmp_path, local_engine):
