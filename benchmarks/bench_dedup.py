@@ -17,7 +17,11 @@ Tools alternate within a round and the order flips every round; the median of th
 reported with wall-clock and CPU ratios (CPU = the process and its children, Dask workers
 included). All tools are scored the same way, only on which documents survive: recall = true
 pairs (Jaccard >= 0.8) of which at most one survives; precision = removed documents that have a
-true partner with Jaccard >= 0.7. Peak memory: the process tree's resident set, sampled.
+true partner with Jaccard >= 0.7. Peak memory: the kernel's peak resident set of the largest
+process of the run (`wait4`), which is the whole peak for single-process runs (rensa, datasketch,
+ours on threads); `--tree-memory` samples the whole process tree every 20 ms instead (for runs
+on Dask workers), which costs a two-thread tool about 7 % of its wall-clock: the sampler's
+thread takes CPU from the two cores that a single-threaded peer leaves idle.
 
     .venv/bin/python benchmarks/bench_dedup.py [--corpus man|spdx] [--rounds 3] [--cache /tmp/bench_dedup]
 """
@@ -28,7 +32,6 @@ import argparse
 import gzip
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -257,21 +260,26 @@ class TreeSampler:
         self._thread.join()
 
 
-def timed(command: list[str]) -> dict:
+def timed(command: list[str], tree_memory: bool = False) -> dict:
     """Run a whole process (interpreter start, imports, reading, work, writing); wall seconds,
-    CPU seconds of it and its children (Dask workers included), peak memory."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU seconds of it and its children (Dask workers included), peak memory (see the module
+    docstring: the largest process's, or with `tree_memory` the sampled tree's)."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = TreeSampler(proc.pid)
-    output, _ = proc.communicate()
+    sampler = TreeSampler(proc.pid) if tree_memory else None
+    output = proc.stdout.read()  # until the process closes it (exits)
+    _, status, usage = os.wait4(proc.pid, 0)  # this run's own resource usage, not a running total
     wall = time.perf_counter() - started
-    sampler.stop()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    if sampler:
+        sampler.stop()
     if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{output}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "peak_mb": sampler.peak, "peak_one_mb": sampler.peak_one, "output": output}
+    peak_one = usage.ru_maxrss / 1024  # KiB on Linux
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+            "peak_mb": sampler.peak if sampler else peak_one * 1.048576,
+            "peak_one_mb": sampler.peak_one if sampler else peak_one * 1.048576, "output": output}
 
 
 def commands(corpus: Path, out: Path, args: argparse.Namespace) -> dict[str, list[str]]:
@@ -301,6 +309,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, alternating")
     parser.add_argument("--workers", type=int, default=None, help="ours: --workers (default: the stage's)")
     parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--tree-memory", action="store_true",
+                        help="sample the whole process tree's memory every 20 ms (for runs on Dask workers; "
+                             "slows a multi-threaded tool by ~7%%)")
     parser.add_argument("--peers", nargs="*", default=["rensa", "datasketch"], choices=["rensa", "datasketch"])
     parser.add_argument("--child", choices=["rensa", "datasketch"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus-dir", type=Path, help=argparse.SUPPRESS)
@@ -328,7 +339,7 @@ def main() -> None:
         order = names if round_ % 2 == 0 else names[::-1]  # alternate: no tool always runs first
         for name in order:
             shutil.rmtree(out / ("ours" if name == "pipeline dedup" else name), ignore_errors=True)
-            run = timed(tools[name])
+            run = timed(tools[name], args.tree_memory)
             run["recall"], run["precision"] = score(removed_ids(name, out), truth)
             run["removed"] = len(removed_ids(name, out))
             runs[name].append(run)
