@@ -4,8 +4,8 @@ Reads the output of `pipeline features` and writes every row with `cluster` (Int
 `cluster_distance` (Float32, Euclidean distance to its centre on L2-normalised vectors), plus,
 beside the shards, summary.json (K and how it was chosen, per cluster: size, top terms, the
 documents nearest the centre) and labels.toml, a label map to edit and give to `pipeline label
---map` (cluster names default to their top three terms). --k auto picks K by the silhouette on a
-sample; k-means++ on the sample gives the first centres and full-batch Lloyd passes over the
+--map` (cluster names default to their top three terms). --k auto picks K at the elbow of the
+K-means inertia on a sample; k-means++ on the sample gives the first centres and full-batch Lloyd passes over the
 shards refine them. Centres are saved in OUTPUT/_models/. The same input, options and --seed give
 the same clusters, in process or on Dask, whatever the order of the rows.
 
@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import Literal
 
 import click
 import numpy as np
@@ -46,11 +47,17 @@ ASSIGN_GROUP = 64  # shards per engine.map call of the assign pass
 
 class Options(StageOptions):
     k: str = "auto"
-    """Number of clusters, or "auto": the K in [--k-min, --k-max] with the best silhouette on the sample."""
+    """Number of clusters, or "auto": chosen on the sample among [--k-min, --k-max] by --k-criterion
+    (a guess, up to about 3 times the number of topics on corpora with few: give K when you know it)."""
     k_min: int = Field(2, ge=2)
     """Smallest K tried by --k auto."""
-    k_max: int = Field(12, ge=2, le=200)
-    """Largest K tried by --k auto."""
+    k_max: int | None = Field(None, ge=2, le=200)
+    """Largest K tried by --k auto (default: sqrt(sample rows / 2), at most 50: 50 for the default
+    5,000-row sample)."""
+    k_criterion: Literal["elbow", "silhouette"] = "elbow"
+    """How --k auto picks K from one KMeans fit per K on the sample: "elbow", the knee of the
+    inertia curve (Kneedle, the `kneed` library); "silhouette", the highest silhouette (it keeps
+    rising with K on LSA vectors, so it picks the top of the range: docs/stages/cluster.md)."""
     vectors: list[str] = []
     """Vector columns to cluster on, concatenated (repeatable; `tfidf` = the sparse TF-IDF pair).
     Default: tfidf_svd, else w2v, else every *_scaled column, else the sparse TF-IDF."""
@@ -93,7 +100,7 @@ class Options(StageOptions):
 
     @model_validator(mode="after")
     def _k_range(self) -> Options:
-        if self.k_min > self.k_max:
+        if self.k_max is not None and self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) is above k_max ({self.k_max})")
         return self
 
@@ -238,7 +245,7 @@ class Cluster(Stage):
         result_summary = build_summary(records, self.options, model_meta, self.term_counts, self.nearest)
         write_json_atomic(output / SUMMARY, result_summary)
         details = {"summary": SUMMARY, "labels": LABELS, "k": model_meta["k"],
-                   "k_chosen_by": model_meta["k_chosen_by"], "silhouette": model_meta.get("silhouette"),
+                   "k_chosen_by": model_meta["k_chosen_by"], "k_range": model_meta.get("k_range"),
                    "vectors": self.columns, "sizes": [c["size"] for c in result_summary["clusters"]]}
         if run.todo or not (output / LABELS).exists():
             kept = write_label_map(output, summary.labels_toml(result_summary, str(output)))
@@ -289,10 +296,13 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
     tasks = [kmeans.SampleTask(s, spec, fraction, options.seed) for s in shards]
     sample = kmeans.stack_sample(engine.map(kmeans.sample_shard, tasks, labels=[str(s) for s in shards],
                                      desc="cluster-sample"))
+    k_range = None
     if options.k == "auto":
-        k, scores = engine.run_on_driver(
-            lambda: kmeans.choose_k(sample, options.k_min, options.k_max, options.seed))
-        chosen_by = "silhouette"
+        k_max = options.k_max or kmeans.default_k_max(sample.shape[0], options.k_min)
+        k_range = [options.k_min, k_max]
+        k, scores = engine.run_on_driver(lambda: kmeans.choose_k(
+            sample, options.k_min, k_max, options.seed, options.k_criterion))
+        chosen_by = options.k_criterion
     else:
         k, scores, chosen_by = int(options.k), {}, "option"
     if sample.shape[0] < k:
@@ -318,8 +328,9 @@ def fit(shards: list[Path], spec: kmeans.VectorSpec, options: Options, fraction:
         fitted_by += f", then {len(inertia)} Lloyd passes over the shards"
     models.mkdir(parents=True, exist_ok=True)
     np.save(models / CENTRES, np.asarray(centres, dtype=np.float64))
-    meta = {"k": k, "k_chosen_by": chosen_by, "silhouette_by_k": {str(a): b for a, b in scores.items()},
-            "silhouette": scores.get(k), "vectors": spec.columns, "normalize": spec.normalize,
+    score_name = {"elbow": "inertia", "silhouette": "silhouette"}.get(chosen_by)
+    meta = {"k": k, "k_chosen_by": chosen_by, "k_range": k_range, "k_score": score_name,
+            "scores_by_k": {str(a): b for a, b in scores.items()}, "vectors": spec.columns, "normalize": spec.normalize,
             "sample_rows": int(sample.shape[0]), "seed": options.seed, "fitted_by": fitted_by, "refine_inertia": inertia}
     write_json_atomic(models / MODEL_META, meta)
     return meta

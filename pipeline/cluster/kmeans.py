@@ -1,12 +1,14 @@
-"""K-means over the shards: K chosen by silhouette, k-means++ on a sample, Lloyd (or MiniBatch) passes.
+"""K-means over the shards: K chosen on a sample, k-means++ on a sample, Lloyd (or MiniBatch) passes.
 
 The fit never holds more than one shard plus a bounded sample:
 
 1. sample: every shard keeps the rows whose xxHash64(id:seed) falls below a threshold (about
    ``sample_size`` rows overall, the same rows in every run), on the workers; the driver puts
    them in hash order, so the sample does not depend on how rows were sharded;
-2. K (``--k auto``): scikit-learn ``KMeans`` for each candidate K on the sample, scored by the
-   silhouette (cosine geometry: vectors are L2-normalised), highest wins, ties to the smaller K;
+2. K (``--k auto``): scikit-learn ``KMeans`` for each candidate K on the sample; by default the
+   K at the knee of the inertia curve (Kneedle, from the ``kneed`` library), or (``--k-criterion
+   silhouette``) the highest silhouette, ties to the smaller K. The range grows with the sample
+   (``default_k_max``);
 3. init: k-means++ ``KMeans`` on the sample gives the starting centres;
 4. optional (``passes`` > 0, off by default): ``MiniBatchKMeans.partial_fit`` over every shard
    in order, in batches of ``batch_size`` rows shuffled with a seeded generator;
@@ -26,6 +28,8 @@ centres. Sparse vectors (``--vectors tfidf``) always use the in-process loop.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +46,15 @@ from pipeline.hashing import xxhash64
 
 SAMPLE_BUCKETS = 1 << 32
 WINDOW = 8
+"""Shards per dask-ml ``Incremental.partial_fit`` call (their vectors in cluster memory at once)."""
 REFINE_GROUP = 64
 """Shards per engine.map call of a Lloyd pass (their k x d sums on the driver at once)."""
-"""Shards per dask-ml ``Incremental.partial_fit`` call (their vectors in cluster memory at once)."""
+K_MAX_CAP = 50
+"""Largest K --k auto tries by default, whatever the sample size (cost: one KMeans fit per K)."""
+K_CRITERIA = ("elbow", "silhouette")
+K_SCAN_STARTS = 3
+"""k-means++ starts per K when --k auto scans the range (the best kept): one start left the
+inertia curve, and so its knee, at the mercy of single bad starts."""
 
 
 def sample_key(seed: int) -> pl.Expr:
@@ -104,20 +114,54 @@ def stack(parts: list) -> np.ndarray | sp.csr_matrix:
     return np.vstack(parts)
 
 
-def choose_k(sample, k_min: int, k_max: int, seed: int) -> tuple[int, dict[int, float]]:
-    """The K in [k_min, k_max] with the highest silhouette on the sample, and every score."""
+def default_k_max(sample_rows: int, k_min: int = 2) -> int:
+    """The top of the K range tried by --k auto when --k-max is not given: sqrt(rows / 2) (the
+    usual rule of thumb), at most K_MAX_CAP, at least k_min. A fixed 12 could not reach the 29
+    Sections of the Debian corpus; the elbow needs the range to reach past the true K."""
+    return max(k_min, min(K_MAX_CAP, int(math.sqrt(sample_rows / 2))))
+
+
+def choose_k(sample, k_min: int, k_max: int, seed: int,
+             criterion: str = "elbow") -> tuple[int, dict[int, float]]:
+    """K in [k_min, k_max] for the sample by `criterion`, and every K's score.
+
+    One ``KMeans`` (K_SCAN_STARTS k-means++ starts) per K on the sample. "elbow": the scores are the inertia
+    (sum of squared distances to the nearest centre) and K is the knee of that decreasing convex
+    curve, found by Kneedle (``kneed.KneeLocator``, the first knee); a curve with no knee (or
+    under three points) gives k_min. "silhouette": the scores are the silhouette (on at most
+    2,000 rows) and the highest wins, ties to the smaller K; on LSA vectors it keeps rising with
+    K and so picks the top of the range (docs/stages/cluster.md).
+    """
+    if criterion not in K_CRITERIA:
+        raise ValueError(f"k criterion must be one of {K_CRITERIA}, not {criterion!r}")
     n = sample.shape[0]
     scores: dict[int, float] = {}
     for k in range(k_min, min(k_max, n - 1) + 1):
-        labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(sample)
-        if len(np.unique(labels)) < 2:
-            continue
-        scores[k] = round(float(silhouette_score(sample, labels, sample_size=min(n, 2000),
-                                                 random_state=seed)), 6)
+        model = KMeans(n_clusters=k, n_init=K_SCAN_STARTS, random_state=seed).fit(sample)
+        if criterion == "elbow":
+            scores[k] = round(float(model.inertia_), 6)
+        elif len(np.unique(model.labels_)) > 1:
+            scores[k] = round(float(silhouette_score(sample, model.labels_, sample_size=min(n, 2000),
+                                                     random_state=seed)), 6)
     if not scores:
         return min(k_min, max(1, n)), scores
+    if criterion == "elbow":
+        return elbow(scores, k_min), scores
     best = max(scores.values())
     return min(k for k, s in scores.items() if s == best), scores
+
+
+def elbow(inertia_by_k: dict[int, float], fallback: int) -> int:
+    """The knee of a decreasing convex inertia curve (Kneedle), or `fallback` if it has none."""
+    if len(inertia_by_k) < 3:
+        return fallback
+    from kneed import KneeLocator
+
+    ks = sorted(inertia_by_k)
+    with warnings.catch_warnings():  # "no knee found": answered by the fallback
+        warnings.simplefilter("ignore")
+        knee = KneeLocator(ks, [inertia_by_k[k] for k in ks], curve="convex", direction="decreasing").knee
+    return fallback if knee is None else int(knee)
 
 
 def initial_centres(sample, k: int, seed: int) -> np.ndarray:

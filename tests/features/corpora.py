@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.dataset import write_shard
-from pipeline.hashing import doc_id
+from pipeline.hashing import doc_id, xxhash64
 
 
 def sms_frame(shared_data: Path) -> pl.DataFrame:
@@ -44,3 +44,25 @@ def write_docs(docs: pl.DataFrame, root: Path, shards: int) -> Path:
     for i in range(shards):
         write_shard(docs.slice(i * size, size), root, f"part-{i:05d}.parquet")
     return root
+
+
+def five_topics_frame(shared_data: Path, per_topic: int = 300) -> pl.DataFrame:
+    """Texts on five clearly different topics, `per_topic` each (the first ones of each file):
+    grade-school maths problems, role-play instructions, SMS messages, film reviews and plot
+    summaries, software licences. `true_label` names the topic; rows are in no topic's order."""
+    import gzip
+    import json
+
+    data = shared_data
+    maths = [json.loads(line)["question"] for line in
+             gzip.decompress((data / "instruct" / "gsm8k_train.jsonl.gz").read_bytes()).decode().splitlines()]
+    roleplay = [" ".join(filter(None, (r["instruction"], r["input"]))) for r in
+                json.loads(gzip.decompress((data / "instruct" / "gpteacher_roleplay.json.gz").read_bytes()))]
+    licences = [json.loads(line)["text"] for line in
+                (data / "neardup" / "spdx_licenses.jsonl").read_text().splitlines()]
+    texts = {"maths": maths, "roleplay": roleplay, "sms": sms_frame(data)["text"].to_list(),
+             "films": rotten_frame(data)["text"].to_list(), "licences": licences}
+    frame = pl.concat([pl.DataFrame({"true_label": topic, "text": items[:per_topic]})
+                       for topic, items in texts.items()])
+    return (frame.with_columns(order=xxhash64(pl.col("text"))).sort("order", "true_label", "text")
+            .select("true_label", "text"))
