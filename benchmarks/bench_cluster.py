@@ -23,9 +23,15 @@ memory stays flat; the textbook runs at the first scale unless --textbook-scales
 Exit status 1 if, on a topical corpus (debian, man) in any layout, our mean NMI over the seeds is
 not above the textbook's, or our working memory grows by more than 15 % across the scales.
 
+--k auto: ours only, each seed clustered twice from the same features, with `--k auto` (the
+default criterion and range) and with K = the number of true labels; prints the K chosen per
+seed, both NMIs and homogeneities and the CPU seconds of each cluster run (the difference: the cost of choosing K). Exit status 1 if, on a topical
+corpus, the auto NMI mean is below AUTO_NMI_SHARE of the true-K NMI mean.
+
     .venv/bin/python benchmarks/bench_cluster.py                       # all corpora, 3 seeds, x1 (~15 min)
     .venv/bin/python benchmarks/bench_cluster.py --corpus debian --scales 1 4 16
     .venv/bin/python benchmarks/bench_cluster.py --corpus sms --seeds 1
+    .venv/bin/python benchmarks/bench_cluster.py --k auto --layouts shuffled   # K chosen vs true K (~6 min)
 
 Figures: benchmarks/RESULTS.md (Clustering).
 """
@@ -47,6 +53,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 SHARD_ROWS = 1000
 MEMORY_GROWTH = 0.15  # allowed growth of our working memory from the smallest to the largest scale
 TOPICAL = ("debian", "man")
+AUTO_NMI_SHARE = 0.9  # --k auto: the auto NMI must keep this share of the true-K NMI on topical corpora
 
 
 def load_corpus(name: str):
@@ -144,16 +151,16 @@ def child(args) -> None:
     import sklearn.cluster  # noqa: F401  (imports before the baseline memory reading)
 
     seeds = list(range(args.seeds))
-    result = (run_ours if args.method == "ours" else run_textbook)(Path(args.docs), args.k, seeds)
+    result = (run_ours if args.method == "ours" else run_textbook)(Path(args.docs), args.child_k, seeds)
     print(json.dumps(result))
 
 
-def measure(method: str, docs: Path, k: int, seeds: int) -> dict:
+def measure(method: str, docs: Path, k: int, seeds: int, extra: tuple[str, ...] = ()) -> dict:
     """Run one child process; wall and CPU seconds of the whole process, from outside."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--child", "--method", method, "--docs", str(docs),
-                          "--seeds", str(seeds), "--k", str(k)],
+                          "--seeds", str(seeds), "--child-k", str(k), *extra],
                          check=True, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -172,10 +179,20 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--docs", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--k", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--k", default="true", choices=["true", "auto"],
+                        help="true: cluster with K = the number of true labels (default); auto: compare "
+                             "--k auto with the true K")
+    parser.add_argument("--k-criterion", choices=["elbow", "silhouette"], default=None,
+                        help="with --k auto: the criterion (default: the cluster stage's)")
+    parser.add_argument("--k-max", type=int, default=None,
+                        help="with --k auto: the top of the K range (default: the cluster stage's)")
+    parser.add_argument("--child-k", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args)
+        child_auto(args) if args.method == "ours-auto" else child(args)
+        return
+    if args.k == "auto":
+        auto_main(args)
         return
     corpora = ["debian", "man", "rt", "sms"] if args.corpus == "all" else [args.corpus]
     textbook_scales = args.textbook_scales or args.scales[:1]
@@ -202,6 +219,87 @@ def main() -> None:
     if failures:
         sys.exit(1)
     print("\nOK: on every topical corpus and layout our NMI mean is above the textbook's, memory flat")
+
+
+def run_auto(docs: Path, k: int, seeds: list[int], auto_options: dict) -> dict:
+    """Features once, then per seed `cluster --k auto` and `cluster --k K`: K chosen, both NMIs, CPU
+    seconds (not wall: the machine is shared, and a niced run's wall time says little)."""
+    import polars as pl
+    from sklearn.metrics import homogeneity_score, normalized_mutual_info_score
+
+    import pipeline.cluster as cluster
+    import pipeline.features as features
+    from pipeline.engine import Engine
+
+    engine = Engine(workers=0, progress=False)
+    work = docs.parent
+    features.run([docs], work / "feat", features.Options(), engine)
+    result: dict[str, list] = {"k_chosen": [], "k_range": [], "nmi_auto": [], "nmi_true_k": [],
+                               "homogeneity_auto": [], "homogeneity_true_k": [],
+                               "seconds_auto": [], "seconds_true_k": []}
+    for seed in seeds:
+        for tag, k_option in (("auto", "auto"), ("true_k", str(k))):
+            started = time.process_time()
+            done = cluster.run([work / "feat"], work / f"cl-{tag}-{seed}",
+                               cluster.Options(k=k_option, seed=seed, **(auto_options if tag == "auto" else {})),
+                               engine)
+            result[f"seconds_{tag}"].append(time.process_time() - started)
+            out = pl.read_parquet(str(work / f"cl-{tag}-{seed}" / "*.parquet"), columns=["true_label", "cluster"])
+            truth, found = out["true_label"].rank("dense").to_numpy(), out["cluster"].to_numpy()
+            result[f"nmi_{tag}"].append(normalized_mutual_info_score(truth, found))
+            result[f"homogeneity_{tag}"].append(homogeneity_score(truth, found))
+            if tag == "auto":
+                result["k_chosen"].append(done.details["k"])
+                result["k_range"].append(done.details["k_range"])
+    return result
+
+
+def child_auto(args) -> None:
+    auto_options = {key: value for key, value in (("k_criterion", args.k_criterion), ("k_max", args.k_max))
+                    if value is not None}
+    print(json.dumps(run_auto(Path(args.docs), args.child_k, list(range(args.seeds)), auto_options)))
+
+
+def auto_main(args) -> None:
+    """--k auto: the K chosen and its NMI against the NMI at the true K, per corpus and layout."""
+    corpora = ["debian", "man", "rt", "sms"] if args.corpus == "all" else [args.corpus]
+    extra = tuple(a for flag, value in (("--k-criterion", args.k_criterion), ("--k-max", args.k_max))
+                  if value is not None for a in (flag, str(value)))
+    rows = []
+    for name in corpora:
+        for layout in args.layouts:
+            tmp = Path(tempfile.mkdtemp(prefix=f"bench-cluster-auto-{name}-"))
+            try:
+                docs, n, k = write_shards(name, args.scales[0], layout, tmp)
+                r = {"corpus": name, "layout": layout, "docs": n, "k": k,
+                     **measure("ours-auto", docs, k, args.seeds, extra)}
+                rows.append(r)
+                print(f"  {name} {layout}: K {r['k_chosen']} NMI {mean(r['nmi_auto']):.3f} "
+                      f"(true K {k}: {mean(r['nmi_true_k']):.3f})", file=sys.stderr, flush=True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n--k auto, criterion: {args.k_criterion or 'the default'}, K range: "
+          f"{'2-' + str(args.k_max) if args.k_max else 'the default'}")
+    print(f"\n{'corpus':<7}{'docs':>7}  {'layout':<9}{'true K':>6}  {'K range':<9}{'K chosen (per seed)':<21}"
+          f"{'NMI auto':>9} {'true K':>7}  {'homog. auto':>11} {'true K':>7}  {'CPU s auto':>10} {'true K':>7}")
+    failures = []
+    for r in rows:
+        k_range = "-".join(str(v) for v in r["k_range"][0])
+        print(f"{r['corpus']:<7}{r['docs']:>7}  {r['layout']:<9}{r['k']:>6}  {k_range:<9}"
+              f"{', '.join(str(v) for v in r['k_chosen']):<21}{mean(r['nmi_auto']):>9.3f} "
+              f"{mean(r['nmi_true_k']):>7.3f}  {mean(r['homogeneity_auto']):>11.3f} {mean(r['homogeneity_true_k']):>7.3f}  "
+              f"{mean(r['seconds_auto']):>10.1f} {mean(r['seconds_true_k']):>7.1f}")
+        if r["corpus"] in TOPICAL and mean(r["nmi_auto"]) < AUTO_NMI_SHARE * mean(r["nmi_true_k"]):
+            failures.append(f"{r['corpus']} {r['layout']}: --k auto NMI {mean(r['nmi_auto']):.3f} below "
+                            f"{AUTO_NMI_SHARE:.0%} of the true K's {mean(r['nmi_true_k']):.3f}")
+    print("(means over the seeds; homogeneity: 1 when every cluster holds one true label, what naming\n"
+          " clusters in labels.toml needs; CPU s: one cluster run, auto minus true K = the cost of choosing K)")
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    if failures:
+        sys.exit(1)
+    print("\nOK: on every topical corpus --k auto keeps at least "
+          f"{AUTO_NMI_SHARE:.0%} of the NMI at the true K")
 
 
 def mean(values: list[float]) -> float:
