@@ -16,7 +16,6 @@ a `pipeline.stage.Stage` subclass. A job file names either with `[[custom]] use 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pydantic import BaseModel
 
 from pipeline.errors import InputError, JobError
 from pipeline.records import KINDS
-from pipeline.stage import REASON, ShardOutput, Stage
+from pipeline.stage import REASON, ShardOutput, Stage, source_sha256
 from pipeline.stage import Options as StageOptions
 from pipeline.stages import STAGES, load_target
 
@@ -86,12 +85,8 @@ class FilterStage(Stage):
 
     def fingerprint(self, inputs: list[Path]) -> dict[str, Any]:
         """The options, the reason and the function's source: an edited filter runs again."""
-        try:
-            source = inspect.getsource(self.function)
-        except (OSError, TypeError):
-            source = f"{self.function.__module__}.{self.function.__qualname__}"
         return {**self.options.fingerprint_dict(), "reason": self.reason,
-                "function_sha256": hashlib.sha256(source.encode()).hexdigest()}
+                "function_sha256": source_sha256(self.function)}
 
     def check(self, schema: dict, dataset: Path) -> None:
         """The expression on an empty frame of the input's schema: a missing column fails here."""

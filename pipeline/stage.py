@@ -12,6 +12,8 @@ passes. The registry of stage types is `pipeline.stages`.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -292,8 +294,8 @@ class StageRun:
         self.resumed = 0  # tasks of map_pending passes an earlier run finished
         self.shards = [shard for _, shard in pairs]
         self.check_inputs(pairs)
-        self.store = StageOutput(stage.name, stage.fingerprint(self.inputs), self.inputs, self.outputs,
-                                 fresh=fresh, keep=stage.keep)
+        self.store = StageOutput(stage.name, {**stage.fingerprint(self.inputs), **code_fingerprint(stage)},
+                                 self.inputs, self.outputs, fresh=fresh, keep=stage.keep)
         self.tasks = []
         for index, (root, shard) in enumerate(pairs):
             rel = shard_relpath(root, shard)
@@ -365,6 +367,26 @@ class StageRun:
         return result_from_records(self.stage.name, records, self.rows_in if rows_in is None else rows_in,
                                    self.store, self.started,
                                    skipped=len(self.done) if skipped is None else skipped, details=details)
+
+
+def source_sha256(obj: Any) -> str:
+    """SHA-256 of a function's or class's source (its qualified name where the source cannot
+    be read, e.g. code typed at a prompt)."""
+    try:
+        source = inspect.getsource(obj)
+    except (OSError, TypeError):
+        source = f"{obj.__module__}.{obj.__qualname__}"
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def code_fingerprint(stage: Stage) -> dict[str, str]:
+    """For a user's Stage subclass (defined outside this package), the SHA-256 of its class
+    source, so that editing the class makes the next run redo the stage instead of resuming
+    outputs the old code wrote; built-in stages: nothing (their options say it all)."""
+    cls = type(stage)
+    if cls.__module__ == "pipeline" or cls.__module__.startswith("pipeline."):
+        return {}
+    return {"code_sha256": source_sha256(cls)}
 
 
 def batch_starts(lengths: np.ndarray, max_docs: int, max_bytes: int) -> np.ndarray:

@@ -185,3 +185,37 @@ def test_pipeline_filter_needs_a_reason():
         assert "drop reason" in str(error)
     else:
         raise AssertionError("an empty reason was accepted")
+
+
+def test_editing_a_custom_stage_class_redoes_it_instead_of_resuming(licences, tmp_path, local_engine, monkeypatch):
+    """A user's Stage subclass is fingerprinted by its source as a filter is: the same class
+    resumes (every shard skipped), an edited one runs again and writes what the new code says."""
+    import importlib
+
+    module = tmp_path / "edited_stage.py"
+    code = '''
+import polars as pl
+
+from pipeline import ShardOutput, Stage
+
+
+class Shout(Stage):
+    name = "shout"
+
+    def transform(self, frame, plan):
+        return ShardOutput({"main": frame.with_columns(pl.col("text").str.to_uppercase()).collect()})
+'''
+    module.write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    edited_stage = importlib.import_module("edited_stage")
+    first = edited_stage.Shout().run([licences], tmp_path / "out", local_engine)
+    again = edited_stage.Shout().run([licences], tmp_path / "out", local_engine)
+    shards = len(list((tmp_path / "out").glob("*.parquet")))
+    assert shards > 0 and first.skipped_tasks == 0 and again.skipped_tasks == shards
+
+    module.write_text(code.replace("to_uppercase", "to_lowercase"))
+    edited_stage = importlib.reload(edited_stage)
+    edited = edited_stage.Shout().run([licences], tmp_path / "out", local_engine)
+    assert edited.skipped_tasks == 0
+    texts = Dataset(tmp_path / "out").scan().collect()["text"]
+    assert (texts == texts.str.to_lowercase()).all() and not (texts == texts.str.to_uppercase()).all()
