@@ -8,6 +8,7 @@ value found and what is allowed. Stage options models live beside their stage
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,7 +176,9 @@ class Job:
         source = str(self.path)
         builtin = {name: Step(name, STAGES[name].folder, self.options(name), STAGES[name].load())
                    for name in (ORDER if self.config.job.steps else self._builtin())}
-        custom = [custom_step(c, source) for c in self.config.custom]
+        # a built-in run again, or a user's stage with a `seed` option, gets job.seed too
+        custom = [replace(step, options=self.seeded(step.options))
+                  for step in (custom_step(c, source) for c in self.config.custom)]
         named = {**builtin}
         for step in custom:
             if step.name in named:
@@ -212,6 +215,10 @@ class Job:
         value = getattr(self.config, stage)
         if value is None:
             value = STAGES[stage].load().Options()
+        return self.seeded(value)
+
+    def seeded(self, value: BaseModel) -> BaseModel:
+        """Options with a `seed` the job file does not set get `job.seed`."""
         if "seed" in type(value).model_fields and "seed" not in value.model_fields_set:
             value = value.model_copy(update={"seed": self.config.job.seed})
         return value

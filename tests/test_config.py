@@ -115,3 +115,15 @@ def test_run_refuses_bad_engine_flags_with_the_job_files_checks(tmp_path):
                            "--memory-limit", "lots"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "key `memory_limit`: Value error, memory_limit: 'lots' is not a size" in done.stderr
+
+
+def test_custom_steps_get_the_job_seed_unless_they_set_one(tmp_path):
+    """A built-in stage run again under another name gets job.seed as the built-in does; a
+    seed in its own options wins."""
+    path = write(tmp_path, '[job]\ninput = "."\nseed = 7\n[dedup]\n'
+                 '[[custom]]\nuse = "dedup"\nname = "dedup_again"\n'
+                 '[[custom]]\nuse = "split"\nname = "split_own"\noptions = { seed = 3 }\n')
+    job = Job.load(path)
+    assert job.options("dedup").seed == 7
+    assert job.step("dedup_again").options.seed == 7
+    assert job.step("split_own").options.seed == 3
