@@ -307,18 +307,24 @@ class StageRun:
         self.todo = [t for t in self.tasks if t.key in wanted]
 
     def check_inputs(self, pairs: list[tuple[Path, Path]]) -> None:
-        """The stage's own check and its record kinds, on each input's first shard's schema."""
-        seen: set[Path] = set()
+        """The stage's own check and its record kinds, on every distinct shard schema of each
+        input (from the Parquet footers): a later shard that lacks a column fails here, named,
+        not halfway through the run. An input's first shard speaks for the dataset in errors;
+        a shard whose schema differs from it is named itself."""
+        checked: set[tuple] = set()
+        first_of: dict[Path, Path] = {}
         for root, shard in pairs:
-            if root in seen:
-                continue
-            seen.add(root)
             schema = dict(pl.read_parquet_schema(shard))
+            key = (root, tuple((name, str(dtype)) for name, dtype in schema.items()))
+            if key in checked:
+                continue
+            checked.add(key)
+            where = root if first_of.setdefault(root, shard) == shard else shard
             kinds = dataset_kinds(schema)
             if not set(kinds) & set(self.stage.kinds):
-                raise InputError(f"{self.stage.name}: input dataset {root} holds {' or '.join(kinds)} records "
+                raise InputError(f"{self.stage.name}: input dataset {where} holds {' or '.join(kinds)} records "
                                  f"(columns {', '.join(schema)}); this stage takes {', '.join(self.stage.kinds)}")
-            self.stage.check(schema, root)
+            self.stage.check(schema, where)
 
     @property
     def rows_in(self) -> int:

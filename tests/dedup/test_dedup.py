@@ -327,3 +327,17 @@ def test_resume_reuses_the_stored_signatures_and_redoes_a_damaged_store(spdx_inp
         ma = json.loads((tmp_path / "clean" / name / "_manifest.json").read_text())
         mb = json.loads((tmp_path / "b" / name / "_manifest.json").read_text())
         assert ma["content_sha256"] == mb["content_sha256"], name
+
+
+def test_a_later_shard_without_a_column_fails_before_any_work(tmp_path, local_engine):
+    """Every distinct shard schema is checked up front, not only the first shard's: a shard
+    that lacks `text` is named in the error and nothing is written."""
+    from pipeline.errors import InputError
+
+    root = tmp_path / "clean"
+    write_shard(pl.DataFrame({"id": ["a", "b"], "text": ["one two", "three four"]}), root, "part-0.parquet")
+    write_shard(pl.DataFrame({"id": ["c"], "body": ["five six"]}), root, "part-1.parquet")
+    with pytest.raises(InputError) as info:
+        dedup.run([root], tmp_path / "unique", dedup.Options(), local_engine)
+    assert "part-1.parquet" in str(info.value) and "text" in str(info.value)
+    assert not (tmp_path / "unique").exists() or not list((tmp_path / "unique").glob("*.parquet"))
