@@ -25,11 +25,14 @@ CANDIDATE = "\ue001"  # private-use character: starts a candidate piece
 # hold consecutive or trailing dots (`chris.doelle.@...`) and brackets (`app[bot]@...`), a host
 # label underscores (`Foghorn_Leghorn.coe.northeastern.edu`), and underscores may trail the
 # TLD (`jjmartti@utu.fi__`, as archives print it); masked with the address.
+# RFC 5321 also allows a quoted local part (`"john doe"@example.com`) and an address literal for
+# the host (`postmaster@[192.0.2.1]`, `root@[IPv6:2001:db8::1]`): masked whole as well.
 _EMAIL_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"  # RFC 5322 atext, the hyphen escaped inside a class
 EMAIL = (
-    rf"[{_EMAIL_ATEXT}][{_EMAIL_ATEXT}.\[\]]*@"
-    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+"
+    rf"(?:\"[^\"\r\n@]{{1,64}}\"|[{_EMAIL_ATEXT}][{_EMAIL_ATEXT}.\[\]]*)@"
+    r"(?:(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+"
     r"(?:xn--[A-Za-z0-9-]{1,59}|[A-Za-z]{2,24})_*(?-u:\b)"
+    r"|\[(?:IPv6:[0-9A-Fa-f:.]{2,45}|\d{1,3}(?:\.\d{1,3}){3})\])"
 )
 IBAN = r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)"
 # Visa, Mastercard, Amex, Discover, JCB, Diners: 13-19 digits, optionally in groups

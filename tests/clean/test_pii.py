@@ -83,6 +83,9 @@ def test_real_sms_phone_numbers(sms):
      "in [<EMAIL>], <<EMAIL>>; (<EMAIL>)."),
     ("idn user@example.xn--p1ai now", "idn <EMAIL> now"),
     ("End of sentence: jane@doe.com.", "End of sentence: <EMAIL>."),
+    # a quoted local part and address literals (RFC 5321)
+    ('write to "john doe"@example.com or "j@x"', 'write to <EMAIL> or "j@x"'),
+    ("postmaster@[192.0.2.1] and root@[IPv6:2001:db8::1].", "<EMAIL> and <EMAIL>."),
 ])
 def test_masks_what_a_mail_client_delivers_to(text, expected):
     out, counts = masked(text, ["email"])
