@@ -153,11 +153,6 @@ def shard_bytes(shards: list[Path] | list[str]) -> list[int]:
     return sizes
 
 
-def input_bytes_of(shards: list[Path]) -> int:
-    """Uncompressed bytes of the shards, from their Parquet footers."""
-    return sum(shard_bytes(shards))
-
-
 def largest_first(sizes: list[int]) -> list[int]:
     """Task indices, largest first (ties in index order): started in that order, the long tasks
     do not end up alone at the end of a pass while the other workers idle (on the man pages

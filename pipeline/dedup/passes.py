@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,39 +78,40 @@ def read_rows(path: str, rows: np.ndarray | None, columns: list[str]) -> pl.Data
     return frame.collect().with_columns(pl.col("row").cast(pl.Int64))
 
 
+def _write_atomic(plan: Plan, relpath: str, rows: int, write: Callable[[Path], None]) -> ShardInfo:
+    """Write one intermediate file under _work atomically: `write` fills a temporary name,
+    which is then renamed; the record holds its rows and size (what resume checks)."""
+    target = plan.output.outputs["work"] / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        write(tmp)
+        info = ShardInfo(relpath, rows, tmp.stat().st_size, "")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return info
+
+
 def write_work(plan: Plan, frame: pl.DataFrame, relpath: str) -> ShardInfo:
-    """Write one intermediate file under _work atomically (temporary name, then rename).
+    """One Parquet file under _work.
 
     LZ4 and no column statistics: these files are read once or twice by the next pass and
     deleted at the end, and most of their bytes are random hashes that no codec shrinks, so
     zstd and statistics (and the output shards' SHA-256) cost time for nothing; the size alone
     tells a resume whether the file is whole."""
-    target = plan.output.outputs["work"] / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        frame.write_parquet(tmp, compression="lz4", statistics=False)
-        info = ShardInfo(relpath, frame.height, tmp.stat().st_size, "")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return info
+    return _write_atomic(plan, relpath, frame.height,
+                         lambda tmp: frame.write_parquet(tmp, compression="lz4", statistics=False))
 
 
 def write_work_array(plan: Plan, array: np.ndarray, relpath: str) -> ShardInfo:
-    """Write one NumPy array under _work atomically (a ``.npy`` file, read back memory-mapped:
-    a reader gathers only the slices it needs, with no decoding)."""
-    target = plan.output.outputs["work"] / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as handle:
+    """One NumPy array under _work (a ``.npy`` file, read back memory-mapped: a reader gathers
+    only the slices it needs, with no decoding)."""
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: given a name, np.save would append ".npy"
             np.save(handle, array, allow_pickle=False)
-        info = ShardInfo(relpath, int(array.shape[0]), tmp.stat().st_size, "")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return info
+
+    return _write_atomic(plan, relpath, int(array.shape[0]), save)
 
 
 def _record(plan: Plan, task: str, outputs: dict[str, list], counts: dict[str, int],
@@ -201,10 +203,9 @@ def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
     total = len(lengths)
     starts = batch_starts(lengths, plan.batch_docs, plan.batch_bytes)  # [0] for an empty shard,
     stops = [*starts[1:], total]  # which still writes its files
-    pieces, signed, hashes, per_text, text_bytes = [], [], [], [], 0
+    pieces, signed, hashes, per_text = [], [], [], []
     for start, stop in zip(starts.tolist(), stops, strict=True):
         texts = text.slice(start, stop - start)
-        text_bytes += int(texts.str.len_bytes().sum() or 0)
         band_rows, sigs, batch_hashes, batch_counts = band_rows_of_batch(texts, start, shard, plan)
         pieces.append(band_rows)
         signed.append(sigs)
@@ -222,7 +223,7 @@ def pass1_shard(args: tuple[Plan, int]) -> TaskRecord:
         rel = f"bands/p={part:05d}/s={shard:05d}.parquet"
         written.append(write_work(plan, piece.drop("p"), rel))
     return _record(plan, f"pass1:{shard}", {"work": written},
-                   {"docs": total, "band_rows": rows.height}, {"text_bytes": text_bytes})
+                   {"docs": total, "band_rows": rows.height}, {"text_bytes": int(lengths.sum())})
 
 
 # -- pass 2 ------------------------------------------------------------------------------------

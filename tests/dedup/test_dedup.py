@@ -258,7 +258,7 @@ def test_small_input_runs_on_threads_without_starting_a_cluster(spdx_input, tmp_
     threaded_engine = Engine(workers=2, progress=False)
     runner = dedup.tasks_runner(threaded_engine, dedup.shard_bytes(sorted(spdx_input.glob("*.parquet"))), dedup.Options())
     assert isinstance(runner, dedup.ThreadedTasks) and runner.threads == 2
-    assert dedup.input_bytes_of(sorted(spdx_input.glob("*.parquet"))) > 4_000_000  # the licences
+    assert sum(dedup.shard_bytes(sorted(spdx_input.glob("*.parquet")))) > 4_000_000  # the licences
     threaded = dedup.run([spdx_input], tmp_path / "a" / "unique", dedup.Options(), threaded_engine)
     assert threaded_engine.client is None  # no cluster was started
     serial = dedup.run([spdx_input], tmp_path / "b" / "unique", dedup.Options(), local_engine)
