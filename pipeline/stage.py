@@ -113,12 +113,6 @@ def input_shards(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def count_rows(shards: list[Path]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
-
-
 def result_from_records(
     stage: str,
     records: list[TaskRecord],
@@ -291,6 +285,7 @@ class StageRun:
         self.outputs = stage.outputs(self.output)
         pairs = input_shards(self.inputs)
         self._rows_in: int | None = None
+        self._footers: dict[Path, Any] = {}
         self.resumed = 0  # tasks of map_pending passes an earlier run finished
         self.shards = [shard for _, shard in pairs]
         self.check_inputs(pairs)
@@ -326,10 +321,19 @@ class StageRun:
                                  f"(columns {', '.join(schema)}); this stage takes {', '.join(self.stage.kinds)}")
             self.stage.check(schema, where)
 
+    def footer(self, shard: Path) -> Any:
+        """A shard's Parquet footer (`pyarrow.parquet.FileMetaData`: rows, row groups, their
+        sizes), read once per run, whoever asks (the row count, a stage's planning)."""
+        if shard not in self._footers:
+            import pyarrow.parquet as pq
+
+            self._footers[shard] = pq.ParquetFile(shard).metadata
+        return self._footers[shard]
+
     @property
     def rows_in(self) -> int:
         if self._rows_in is None:
-            self._rows_in = count_rows(self.shards)
+            self._rows_in = sum(self.footer(shard).num_rows for shard in self.shards)
         return self._rows_in
 
     def map(self, fn: Callable[[Any], Any], items: list, labels: list[str], desc: str | None = None) -> list:

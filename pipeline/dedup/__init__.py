@@ -20,9 +20,10 @@ import math
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -143,12 +144,14 @@ def _say(message: str) -> None:
     print(f"dedup: {message}", file=sys.stderr)
 
 
-def shard_bytes(shards: list[Path] | list[str]) -> list[int]:
+def shard_bytes(shards: list[Path], footer: Callable[[Path], Any] | None = None) -> list[int]:
     """Uncompressed bytes of each shard (every column: the key text may be `text`, the prompt
-    and response, or chat turns), from their Parquet footers: nothing is read."""
+    and response, or chat turns), from their Parquet footers: nothing is read. `footer` reads
+    one (default: pyarrow; a run passes `StageRun.footer`, which it reads only once)."""
+    footer = footer or (lambda shard: pq.ParquetFile(shard).metadata)
     sizes = []
     for shard in shards:
-        meta = pq.ParquetFile(shard).metadata
+        meta = footer(shard)
         sizes.append(sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)))
     return sizes
 
@@ -356,7 +359,7 @@ class Dedup(Stage):
         per-shard task that resume looks up; small inputs run on threads (tasks_runner)."""
         warm_imports()
         run = StageRun(self, inputs, output, engine, fresh=fresh)
-        sizes = shard_bytes(run.shards)  # from the Parquet footers: where tasks run, and their order
+        sizes = shard_bytes(run.shards, run.footer)  # where tasks run, and their order
         run.engine = tasks_runner(engine, sizes, self.options)
         details: dict = {}
         plan = _plan(run, self.options, details)
